@@ -1,0 +1,56 @@
+# digitspot: every job a user or CI runs, from a fresh Debian / Raspberry Pi OS machine.
+# `make demo` and `make test` install what they need (apt packages and a venv), idempotently.
+
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+FSDD_DIR ?= $(abspath ../shared/data/fsdd/recordings)
+export FSDD_DIR
+
+# Debian packages the project needs; fragments in mk/ add theirs.
+APT_PACKAGES := python3-venv libsndfile1 portaudio19-dev mosquitto mosquitto-clients espeak-ng flite sox
+
+-include mk/*.mk
+
+.PHONY: help sysdeps venv demo test lint data train clean
+help:  ## list the targets
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | sort
+
+# apt-get only when something is missing, so a re-run is quick and needs no network.
+sysdeps:  ## install the Debian packages (as root, or with sudo)
+	@missing=$$(for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages: $$missing"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing; \
+	fi
+
+$(VENV)/.installed: pyproject.toml | sysdeps
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	# torch==2.13.0 first and on its own: it is the local CPU build; any other pin pulls CUDA.
+	$(PIP) install -q torch==2.13.0
+	$(PIP) install -q -e '.[train,dev,mic]'
+	@touch $@
+
+venv: sysdeps $(VENV)/.installed  ## create the venv with every extra (edge, train, dev, mic)
+
+demo: venv  ## classify the bundled sample recording (the daemon demo once it exists)
+	$(VENV)/bin/digitspot-edge classify artifacts/samples/*.wav
+
+test: venv  ## the whole test suite, as CI runs it
+	$(PY) -m pytest -q tests
+
+lint: venv  ## ruff over the code
+	$(VENV)/bin/ruff check edge train benchmarks tests
+
+data:  ## fetch FSDD v1.0.10 into data/fsdd (for users without a copy)
+	@if [ -d data/fsdd/recordings ]; then echo "data/fsdd already there"; else \
+	  git clone --depth 1 --branch v1.0.10 https://github.com/Jakobovski/free-spoken-digit-dataset.git data/fsdd; \
+	fi
+	@echo "use FSDD_DIR=$(abspath data/fsdd/recordings)"
+
+clean:  ## remove the venv and caches (not the shipped artifact)
+	rm -rf $(VENV) .pytest_cache build *.egg-info

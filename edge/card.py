@@ -1,0 +1,173 @@
+"""The model card: the metadata that travels with every exported model as ``<model>.onnx.json``.
+
+The edge runtime owns this schema (as Piper's runtime owns its voice config) and the training side
+imports it to write the card, so the two sides cannot disagree about what a field means. The daemon
+refuses a model whose sha256 does not match its card: a half-copied or swapped file must not
+silently publish wrong digits.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edge.errors import ModelError
+
+SCHEMA_VERSION = 1
+DIGIT_LABELS = ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"]
+
+
+@dataclass
+class Quantization:
+    """How the weights were quantized (``scheme="none"`` for a float model)."""
+
+    scheme: str = "none"  # "none" | "static-qdq"
+    weight_dtype: str = "float32"  # "int8" once quantized
+    activation_dtype: str = "float32"
+    per_channel: bool = False
+    op_types: list[str] = field(default_factory=list)  # ONNX op types that were quantized
+    calibration: str = ""  # what audio calibrated the activation ranges
+
+
+@dataclass
+class ModelCard:
+    """Everything a consumer needs to run and trust a model file.
+
+    Fields:
+        name: artifact name, e.g. ``digitspot-student-int8``.
+        sample_rate: Hz of the raw audio the model expects (audio is resampled to it).
+        window_samples: samples per inference window; shorter segments are zero-padded, longer ones cropped.
+        labels: class index -> label; ``labels[i]`` is the digit for ``logits[:, i]``.
+        input_name / output_name: ONNX tensor names (float32 ``[batch, window_samples]`` -> ``[batch, 10]``).
+        opset: ONNX opset of the graph.
+        quantization: see :class:`Quantization`.
+        parameter_count / nonzero_parameter_count: trainable weights before export, and those left after pruning.
+        sha256: hex digest of the ONNX file; checked by the daemon at start.
+        file_size_bytes: size of the ONNX file.
+        training: the training configuration and recipe (stages, data, seeds) that produced the model.
+        git_commit: commit of the code that trained it ("unknown" outside a git checkout).
+        metrics: measured accuracies etc. (name -> value), written by ``digitspot-train evaluate``.
+        versions: library versions used at export (torch, onnx, onnxruntime, digitspot).
+        created_at: UTC ISO-8601 time of export.
+        attribution: data credits that must travel with the model (FSDD is CC BY-SA 4.0).
+    """
+
+    name: str
+    sample_rate: int
+    window_samples: int
+    labels: list[str] = field(default_factory=lambda: list(DIGIT_LABELS))
+    input_name: str = "audio"
+    output_name: str = "logits"
+    opset: int = 18
+    quantization: Quantization = field(default_factory=Quantization)
+    parameter_count: int = 0
+    nonzero_parameter_count: int = 0
+    sha256: str = ""
+    file_size_bytes: int = 0
+    training: dict[str, Any] = field(default_factory=dict)
+    git_commit: str = "unknown"
+    metrics: dict[str, Any] = field(default_factory=dict)
+    versions: dict[str, str] = field(default_factory=dict)
+    created_at: str = ""
+    attribution: str = "Zohar Jackson et al., Free Spoken Digit Dataset (CC BY-SA 4.0)"
+    schema_version: int = SCHEMA_VERSION
+
+    @property
+    def window_seconds(self) -> float:
+        return self.window_samples / self.sample_rate
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "ModelCard":
+        if not isinstance(data, dict):
+            raise ModelError("model card is not a JSON object: re-export the model with digitspot-train export")
+        version = data.get("schema_version")
+        if version != SCHEMA_VERSION:
+            raise ModelError(
+                f"model card schema_version {version!r} is not supported (expected {SCHEMA_VERSION}): "
+                "re-export the model with this version of digitspot-train"
+            )
+        known = {f.name for f in dataclasses.fields(cls)}
+        kwargs = {k: v for k, v in data.items() if k in known}
+        try:
+            kwargs["quantization"] = Quantization(**kwargs.get("quantization", {}))
+            card = cls(**kwargs)
+        except TypeError as exc:
+            raise ModelError(f"model card is malformed ({exc}): re-export the model") from exc
+        if card.sample_rate <= 0 or card.window_samples <= 0 or not card.labels:
+            raise ModelError("model card has no sample_rate, window_samples or labels: re-export the model")
+        return card
+
+
+def card_path_for(model_path: str | os.PathLike[str]) -> Path:
+    """The card lives beside the model: ``model.onnx`` -> ``model.onnx.json``."""
+    return Path(str(model_path) + ".json")
+
+
+def sha256_of(path: str | os.PathLike[str]) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def load_card(model_path: str | os.PathLike[str], verify: bool = True) -> ModelCard:
+    """Read the card beside ``model_path`` and (by default) check the model's sha256 against it."""
+    model_path = Path(model_path)
+    if not model_path.is_file():
+        raise ModelError(f"model file {model_path} not found: pass --model PATH to an exported .onnx file")
+    card_file = card_path_for(model_path)
+    if not card_file.is_file():
+        raise ModelError(f"model card {card_file} not found: a model must be shipped with its .onnx.json card")
+    try:
+        data = json.loads(card_file.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelError(f"model card {card_file} is not valid JSON ({exc}): re-export the model") from exc
+    card = ModelCard.from_dict(data)
+    if verify:
+        actual = sha256_of(model_path)
+        if actual != card.sha256:
+            raise ModelError(
+                f"model {model_path} sha256 {actual[:12]}... does not match its card ({card.sha256[:12]}...): "
+                "the file is corrupt or not the model the card describes; copy both files again"
+            )
+    return card
+
+
+def write_json_atomic(path: str | os.PathLike[str], data: Any) -> None:
+    """Write JSON via a temporary file and rename, so a crash never leaves half a file behind."""
+    write_bytes_atomic(path, (json.dumps(data, indent=2, sort_keys=False) + "\n").encode("utf-8"))
+
+
+def write_bytes_atomic(path: str | os.PathLike[str], payload: bytes) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(payload)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_card(model_path: str | os.PathLike[str], card: ModelCard) -> Path:
+    """Fill in sha256 and size from the model file and write the card beside it (atomically)."""
+    model_path = Path(model_path)
+    card.sha256 = sha256_of(model_path)
+    card.file_size_bytes = model_path.stat().st_size
+    target = card_path_for(model_path)
+    write_json_atomic(target, card.to_dict())
+    return target

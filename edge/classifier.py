@@ -1,0 +1,124 @@
+"""Digit classification with the exported ONNX model: the one code path for daemon, CLI and evaluation.
+
+The model takes raw audio (``float32 [batch, window_samples]``) and computes its own log-mel features
+inside the graph, so this module only fits audio to the window and reads the scores.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from edge.audio_io import fit_to_window
+from edge.card import ModelCard, load_card
+from edge.errors import ModelError
+
+DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "artifacts" / "digitspot.onnx"
+
+
+def default_model_path() -> Path:
+    """The shipped artifact: ``$DIGITSPOT_MODEL`` if set, else ``artifacts/digitspot.onnx`` of this install."""
+    env = os.environ.get("DIGITSPOT_MODEL")
+    return Path(env) if env else DEFAULT_MODEL
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """The model's verdict on one segment. ``probabilities[i]`` belongs to ``labels[i]``."""
+
+    label: str
+    index: int
+    confidence: float  # softmax probability of the winning label, 0..1
+    probabilities: tuple[float, ...]
+    labels: tuple[str, ...]
+
+    @property
+    def digit(self) -> int:
+        return int(self.label)
+
+    def top(self, k: int = 3) -> list[tuple[str, float]]:
+        order = np.argsort(self.probabilities)[::-1][:k]
+        return [(self.labels[i], float(self.probabilities[i])) for i in order]
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    z = logits - logits.max(axis=-1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+class OnnxDigitClassifier:
+    """Runs an exported digitspot model with onnxruntime on the CPU.
+
+    ``threads`` sets onnxruntime's intra- and inter-op thread counts explicitly: on a Pi the daemon
+    shares four small cores with the audio loop, and onnxruntime's default (all cores, spinning) costs
+    more than it saves for a model this size.
+    """
+
+    def __init__(self, model_path: str | os.PathLike[str] | None = None, threads: int = 1, verify: bool = True):
+        import onnxruntime as ort  # imported here so `--help` stays fast
+
+        self.model_path = Path(model_path) if model_path is not None else default_model_path()
+        self.card: ModelCard = load_card(self.model_path, verify=verify)
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = max(1, int(threads))
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        options.log_severity_level = 3
+        try:
+            self.session = ort.InferenceSession(
+                str(self.model_path), sess_options=options, providers=["CPUExecutionProvider"]
+            )
+        except Exception as exc:  # onnxruntime raises its own exception types for a bad graph
+            raise ModelError(
+                f"{self.model_path}: onnxruntime cannot load the model ({str(exc).splitlines()[0]}); "
+                "re-export it with digitspot-train export"
+            ) from exc
+        names = [i.name for i in self.session.get_inputs()]
+        if self.card.input_name not in names:
+            raise ModelError(
+                f"{self.model_path}: model has inputs {names}, its card says {self.card.input_name!r}; "
+                "model and card do not belong together"
+            )
+        self.labels = tuple(self.card.labels)
+
+    @property
+    def sample_rate(self) -> int:
+        return self.card.sample_rate
+
+    @property
+    def window_samples(self) -> int:
+        return self.card.window_samples
+
+    def logits(self, batch: np.ndarray) -> np.ndarray:
+        """Raw scores for a ``[batch, window_samples]`` float32 array."""
+        batch = np.ascontiguousarray(batch, dtype=np.float32)
+        (out,) = self.session.run([self.card.output_name], {self.card.input_name: batch})
+        return np.asarray(out, dtype=np.float32)
+
+    def classify(self, samples: np.ndarray) -> Prediction:
+        """Classify one segment of mono float32 audio at the model's sample rate (any length)."""
+        return self.classify_batch([samples])[0]
+
+    def classify_batch(self, segments: list[np.ndarray], batch_size: int = 64) -> list[Prediction]:
+        results: list[Prediction] = []
+        for start in range(0, len(segments), batch_size):
+            chunk = segments[start : start + batch_size]
+            batch = np.stack([fit_to_window(s, self.window_samples) for s in chunk])
+            probs = softmax(self.logits(batch))
+            for row in probs:
+                index = int(np.argmax(row))
+                results.append(
+                    Prediction(
+                        label=self.labels[index],
+                        index=index,
+                        confidence=float(row[index]),
+                        probabilities=tuple(float(p) for p in row),
+                        labels=self.labels,
+                    )
+                )
+        return results

@@ -1,0 +1,89 @@
+"""``digitspot-edge``: the one command line of the Pi side.
+
+Subcommands are added by their own modules (``classify`` here, ``run`` and ``devices`` by the daemon).
+Errors are reported as one line on stderr with the exit codes listed in ``edge.errors`` and the README.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from edge import __version__
+from edge.errors import EXIT_OK, DigitspotError
+
+CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "show_default": True, "max_content_width": 100}
+
+
+def fail(error: DigitspotError) -> "NoReturn":  # noqa: F821
+    """Print one clear line and exit with the error's documented code."""
+    click.echo(f"digitspot-edge: error: {error}", err=True)
+    sys.exit(error.exit_code)
+
+
+@click.group(context_settings=CONTEXT_SETTINGS)
+@click.version_option(__version__, prog_name="digitspot-edge")
+def main() -> None:
+    """Spoken-digit sensor for a Raspberry Pi.
+
+    Hear a digit, publish it over MQTT. `classify` labels audio files; `run` is the daemon.
+    Exit codes: 0 ok, 1 some inputs failed, 65 unusable model or audio, 66 missing input,
+    69 device or broker unavailable, 78 configuration error.
+    """
+
+
+@main.command()
+@click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--model", "model_path", type=click.Path(path_type=Path), default=None, envvar="DIGITSPOT_MODEL",
+              help="Exported .onnx model with its .onnx.json card beside it  [default: the shipped artifact]")
+@click.option("--threads", default=1, show_default=True, help="onnxruntime threads")
+def classify(files: tuple[Path, ...], model_path: Path | None, threads: int) -> None:
+    """Print the spoken digit in each audio FILE as one JSON line: path, digit, confidence.
+
+    Reads WAV, FLAC or OGG at any sample rate (stereo is mixed down). A file that cannot be read
+    gets a JSON line with an "error" key instead, the others are still classified, and the exit
+    code is that of the first failure (65 not audio, 66 missing).
+    """
+    from edge.audio_io import load_audio
+    from edge.classifier import OnnxDigitClassifier
+
+    try:
+        classifier = OnnxDigitClassifier(model_path, threads=threads)
+    except DigitspotError as exc:
+        fail(exc)
+    exit_code = EXIT_OK
+    show_progress = len(files) > 20 and sys.stderr.isatty()
+    with click.progressbar(files, label="classifying", file=sys.stderr, hidden=not show_progress) as bar:
+        for path in bar:
+            try:
+                samples = load_audio(path, classifier.sample_rate)
+                prediction = classifier.classify(samples)
+            except DigitspotError as exc:
+                click.echo(json.dumps({"path": str(path), "error": str(exc)}))
+                click.echo(f"digitspot-edge: error: {exc}", err=True)
+                exit_code = exit_code or exc.exit_code
+                continue
+            click.echo(json.dumps({
+                "path": str(path),
+                "digit": prediction.digit,
+                "confidence": round(prediction.confidence, 4),
+            }))
+    sys.exit(exit_code)
+
+
+def _register_optional_commands() -> None:
+    """Attach subcommands that live in their own modules (the daemon, device listing)."""
+    try:
+        from edge import run_command  # noqa: F401  (registers `run` and `devices` on import)
+    except ModuleNotFoundError as exc:
+        if exc.name != "edge.run_command":
+            raise
+
+
+_register_optional_commands()
+
+if __name__ == "__main__":
+    main()
