@@ -14,7 +14,7 @@ APT_PACKAGES := python3-venv libsndfile1 portaudio19-dev mosquitto mosquitto-cli
 
 -include mk/*.mk
 
-.PHONY: help sysdeps venv demo test lint data train clean
+.PHONY: help sysdeps venv test lint data train clean
 help:  ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | sort
 
@@ -36,9 +36,6 @@ $(VENV)/.installed: pyproject.toml | sysdeps
 	@touch $@
 
 venv: sysdeps $(VENV)/.installed  ## create the venv with every extra (edge, train, dev, mic)
-
-demo: venv  ## classify the bundled sample recording (the daemon demo once it exists)
-	$(VENV)/bin/digitspot-edge classify artifacts/samples/*.wav
 
 test: venv  ## the whole test suite, as CI runs it
 	$(PY) -m pytest -q tests
