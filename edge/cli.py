@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 import click
 
@@ -18,7 +19,7 @@ from edge.errors import EXIT_OK, DigitspotError
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "show_default": True, "max_content_width": 100}
 
 
-def fail(error: DigitspotError) -> "NoReturn":  # noqa: F821
+def fail(error: DigitspotError) -> NoReturn:
     """Print one clear line and exit with the error's documented code."""
     click.echo(f"digitspot-edge: error: {error}", err=True)
     sys.exit(error.exit_code)
