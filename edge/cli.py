@@ -76,15 +76,12 @@ def classify(files: tuple[Path, ...], model_path: Path | None, threads: int) -> 
 
 
 def _register_optional_commands() -> None:
-    """Attach subcommands that live in their own modules (the daemon, device listing)."""
-    try:
-        from edge import run_command  # noqa: F401  (registers `run` and `devices` on import)
-    except ModuleNotFoundError as exc:
-        if exc.name != "edge.run_command":
-            raise
+    """Attach subcommands that live in their own modules (the daemon's `run`, `devices`)."""
+    import importlib
+    import importlib.util
+
+    if importlib.util.find_spec("edge.run_command") is not None:
+        importlib.import_module("edge.run_command")  # registers its commands on `main`
 
 
 _register_optional_commands()
-
-if __name__ == "__main__":
-    main()
