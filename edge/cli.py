@@ -85,3 +85,8 @@ def _register_optional_commands() -> None:
 
 
 _register_optional_commands()
+
+if __name__ == "__main__":  # `python -m edge.cli`: run the importable copy, where subcommands registered
+    from edge.cli import main as _main
+
+    _main()
