@@ -20,4 +20,26 @@ find "$work" -name __pycache__ -prune -exec rm -rf {} +
 rm -f "$out"/digitspot-*.whl
 "$python" -m pip wheel --quiet --no-deps --no-build-isolation --wheel-dir "$out" "$work" \
   > "$work/build.log" 2>&1 || { cat "$work/build.log" >&2; exit 1; }
-ls "$out"/digitspot-*.whl
+wheel="$(ls "$out"/digitspot-*.whl)"
+# constraints.txt: the edge runtime's dependencies (base + mic extra) at the versions installed in this
+# venv, i.e. the versions the tests and `make arm-check` ran; the Pi installs exactly these.
+"$python" - "$wheel" > "$out/constraints.txt" <<'PY'
+import re, sys, zipfile
+from importlib import metadata
+with zipfile.ZipFile(sys.argv[1]) as zf:
+    meta = next(n for n in zf.namelist() if n.endswith(".dist-info/METADATA"))
+    lines = zf.read(meta).decode().splitlines()
+print("# the edge runtime's dependencies at the versions verified on the workstation (deploy/build_wheel.sh)")
+for line in lines:
+    if not line.startswith("Requires-Dist:"):
+        continue
+    spec, _, marker = line.split(":", 1)[1].partition(";")
+    if marker and 'extra == "mic"' not in marker:
+        continue
+    name = re.match(r"\s*([A-Za-z0-9_.-]+)", spec).group(1)
+    try:
+        print(f"{name}=={metadata.version(name)}")
+    except metadata.PackageNotFoundError:
+        pass
+PY
+echo "$wheel"
