@@ -1,0 +1,125 @@
+"""Inference latency of one 1-s window: INT8 ONNX (shipped), FP32 ONNX, TorchScript and eager PyTorch.
+
+Each runtime gets one thread (as the daemon runs), a warm-up, then ``runs`` timed calls on real
+1-s windows of FSDD test audio (cycled), each timed with ``perf_counter_ns`` around the call alone.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+import numpy as np
+
+from benchmarks.onnx_graph import count_macs, parameter_counts
+from benchmarks.stats import summarize
+from edge.audio_io import fit_to_window
+from edge.card import load_card
+
+
+def _time_calls(fn: Callable[[np.ndarray], Any], windows: np.ndarray, runs: int, warmup: int,
+                label: str) -> np.ndarray:
+    for i in range(warmup):
+        fn(windows[i % len(windows)][None, :])
+    out = np.empty(runs, dtype=np.float64)
+    batches = [w[None, :] for w in windows]
+    with click.progressbar(range(runs), label=f"  {label}", file=click.get_text_stream("stderr")) as bar:
+        for i in bar:
+            x = batches[i % len(batches)]
+            t0 = time.perf_counter_ns()
+            fn(x)
+            out[i] = (time.perf_counter_ns() - t0) / 1e6
+    return out
+
+
+def onnx_runner(model: Path) -> tuple[Callable[[np.ndarray], Any], Any]:
+    """The daemon's own classifier object, timed at its ``logits`` call (session.run + array checks)."""
+    from edge.classifier import OnnxDigitClassifier
+
+    classifier = OnnxDigitClassifier(model, threads=1, verify=True)
+    return classifier.logits, classifier
+
+
+def torch_runners(torchscript: Path, card_training: dict) -> dict[str, Any]:
+    """TorchScript and eager runners, or the reason each is skipped (no torch on a Pi, no file, ...)."""
+    try:
+        import torch
+    except ImportError:
+        return {"torchscript": "skipped: torch is not installed (edge install)",
+                "eager": "skipped: torch is not installed (edge install)"}
+    torch.set_num_threads(1)
+    try:
+        torch.set_num_interop_threads(1)
+    except RuntimeError:
+        pass  # already set in this process
+    out: dict[str, Any] = {}
+    if not torchscript.is_file():
+        return {"torchscript": f"skipped: {torchscript} not found", "eager": f"skipped: {torchscript} not found"}
+    scripted = torch.jit.load(str(torchscript), map_location="cpu").eval()
+
+    def run_scripted(x: np.ndarray):
+        with torch.inference_mode():
+            return scripted(torch.from_numpy(x))
+
+    out["torchscript"] = run_scripted
+    # Eager: the student architecture from train.model with the TorchScript module's weights (a traced
+    # module keeps the original parameter names). Needs the train package and the card's student config.
+    try:
+        from train.model import build_student
+
+        student_cfg = (card_training or {}).get("student") or {}
+        kwargs = {k: student_cfg[k] for k in ("channels", "blocks") if k in student_cfg}
+        eager = build_student(specaugment=False, **kwargs).eval()
+        missing, _unexpected = eager.load_state_dict(scripted.state_dict(), strict=False)
+        if missing:
+            raise ValueError(f"weights missing for {len(missing)} tensors, e.g. {missing[0]}")
+
+        def run_eager(x: np.ndarray):
+            with torch.inference_mode():
+                return eager(torch.from_numpy(x))
+
+        out["eager"] = run_eager
+    except Exception as exc:  # noqa: BLE001  any mismatch: eager is not comparable; say why, do not guess
+        out["eager"] = f"skipped: cannot rebuild the eager model ({type(exc).__name__}: {exc})"
+    return out
+
+
+def run_inference(models: dict[str, Path], windows_audio: list[np.ndarray], *, runs: int, warmup: int,
+                  torchscript: Path | None) -> dict[str, Any]:
+    """Latency per runtime plus size figures per ONNX model. ``models``: label -> ONNX path."""
+    results: dict[str, Any] = {"runs": runs, "warmup": warmup, "threads": 1, "runtimes": {}, "models": {}}
+    window_samples = None
+    card_training: dict = {}
+    for label, path in models.items():
+        if not path.is_file():
+            results["runtimes"][label] = {"skipped": f"{path} not found"}
+            continue
+        card = load_card(path, verify=True)
+        window_samples = card.window_samples
+        card_training = card_training or card.training
+        windows = np.stack([fit_to_window(a, card.window_samples) for a in windows_audio]).astype(np.float32)
+        fn, _ = onnx_runner(path)
+        times = _time_calls(fn, windows, runs, warmup, f"{label} ({path.name})")
+        results["runtimes"][label] = {"model": str(path), "latency_ms": summarize(times),
+                                      "samples_ms": [round(t, 4) for t in times.tolist()]}
+        size = parameter_counts(path)
+        size.update(count_macs(path, card.input_name, card.window_samples))
+        size.update({"card_parameter_count": card.parameter_count,
+                     "card_nonzero_parameter_count": card.nonzero_parameter_count,
+                     "quantization": card.quantization.scheme, "sha256": card.sha256, "card_name": card.name})
+        results["models"][label] = size
+    if torchscript is not None and window_samples:
+        windows = np.stack([fit_to_window(a, window_samples) for a in windows_audio]).astype(np.float32)
+        for label, runner in torch_runners(torchscript, card_training).items():
+            if isinstance(runner, str):
+                results["runtimes"][label] = {"skipped": runner}
+                continue
+            times = _time_calls(runner, windows, runs, warmup, label)
+            results["runtimes"][label] = {"model": str(torchscript), "latency_ms": summarize(times),
+                                          "samples_ms": [round(t, 4) for t in times.tolist()]}
+        if torchscript.is_file():
+            results["models"]["torchscript"] = {"file_size_bytes": torchscript.stat().st_size}
+    return results

@@ -1,0 +1,122 @@
+"""Every benchmark in short mode, as `make bench BENCH_SHORT=1` runs it: real FSDD audio, the real daemon,
+a real Mosquitto. Checks that the reports are produced, parse and hold every figure; never timings."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+SMALL = ["--short", "--runs", "60", "--warmup", "5", "--e2e-words", "10", "--hour-seconds", "30",
+         "--idle-seconds", "4"]
+
+
+def run_bench(args: list[str], out_dir: Path, fsdd_dir: Path, timeout: float = 600) -> subprocess.CompletedProcess:
+    env = dict(os.environ, FSDD_DIR=str(fsdd_dir))
+    return subprocess.run([sys.executable, "-m", "benchmarks", *args, "--out-dir", str(out_dir), "--stem", "t"],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout, check=False)
+
+
+@pytest.fixture(scope="module")
+def short_report(tmp_path_factory, bench_model, fsdd_dir):
+    out = tmp_path_factory.mktemp("bench")
+    proc = run_bench([*SMALL, "--model", str(bench_model), "--docs", str(out / "bench.md")], out, fsdd_dir)
+    assert proc.returncode in (0, 1), proc.stderr[-3000:]  # 1 = a target missed: allowed, no timing asserts
+    return out, json.loads((out / "t.json").read_text()), proc
+
+
+def test_no_section_failed(short_report):
+    _, report, proc = short_report
+    assert report["errors"] == {}, proc.stderr[-3000:]
+
+
+def test_inference_figures(short_report):
+    _, report, _ = short_report
+    inf = report["inference"]
+    int8 = inf["runtimes"]["int8"]["latency_ms"]
+    for key in ("p50", "p90", "p99", "max", "mean", "std", "n"):
+        assert key in int8
+    assert int8["n"] == 60
+    for label in ("fp32", "torchscript", "eager"):
+        r = inf["runtimes"][label]
+        assert "latency_ms" in r or r["skipped"]  # skipped needs a reason (no torch, no file)
+    size = inf["models"]["int8"]
+    for key in ("parameters", "nonzero_parameters", "macs", "file_size_bytes", "card_parameter_count"):
+        assert size[key] is not None and size[key] > 0
+
+
+def test_e2e_figures(short_report):
+    _, report, _ = short_report
+    e2e = report["e2e"]
+    assert e2e["stream"]["utterances"] == 10
+    for key in ("p50", "p95", "p99"):
+        assert key in e2e["latency_ms"]
+    outcomes = e2e["outcomes"]
+    assert outcomes["correct"] + outcomes["wrong"] + outcomes["missed"] == 10
+    assert len(e2e["per_word"]) == 10 and "latency_definition" in e2e
+    assert e2e["daemon_exit_code"] == 0
+
+
+def test_throughput_figures(short_report):
+    _, report, _ = short_report
+    thr = report["throughput"]
+    for key in ("speech_hour", "noise_hour"):
+        r = thr[key]
+        assert r["audio_seconds"] >= 30
+        for figure in ("real_time_factor", "cpu_s_per_audio_hour", "peak_rss_mb", "events_per_hour"):
+            assert r[figure] is not None
+    assert thr["idle"]["cpu_percent_of_one_core"] >= 0 and thr["idle"]["window_s"] > 3
+    assert thr["startup"]["ready_s"] > 0
+
+
+def test_peer_and_accuracy_figures(short_report):
+    _, report, _ = short_report
+    peer = report["peer"]
+    if peer.get("skipped"):
+        pytest.skip(peer["skipped"])
+    utt = peer["utterances"]
+    assert utt["files"] == 30 and utt["speed_ratio_p50"] > 0
+    assert "accuracy" in peer["stream"] and "ours_stream" in peer
+    acc = report["accuracy"]["conditions"]
+    assert set(acc) == {"official", "pitch+300", "pitch+500", "pitch+700", "white-10dB", "white-5dB",
+                        "white-0dB", "pink-10dB", "pink-5dB", "pink-0dB"}
+    assert all(c["accuracy"]["total"] == 30 and c["errors"] == 0 for c in acc.values())
+    assert len(acc["official"]["confusion"]) == 10
+
+
+def test_targets_and_markdown(short_report):
+    out, report, _ = short_report
+    ids = {t["id"] for t in report["targets"]}
+    assert ids == {"inference_p99", "inference_p99_x86", "e2e_p50", "e2e_p95", "accuracy_official",
+                   "accuracy_e2e", "rtf_x86", "peak_rss", "idle_cpu_x86", "peer_speed", "peer_accuracy"}
+    assert all(t["measured"] is not None for t in report["targets"] if not t["skipped"])
+    md = (out / "t.md").read_text()
+    for heading in ("## Machine", "## Targets", "## Inference latency", "## End to end", "## Throughput",
+                    "## Accuracy suite", "## Caveats"):
+        assert heading in md
+    assert report["machine"]["cpu_model"] and report["machine"]["versions"]["onnxruntime"]
+    assert "Target" in (out / "bench.md").read_text()
+    for name in report["figures"].values():
+        assert (out / name).is_file()
+    pngs = {p.name for p in out.glob("*.png")}
+    if report["machine"]["versions"].get("matplotlib"):
+        assert {"t-inference.png", "t-e2e.png", "t-confusion.png"} <= pngs
+
+
+def test_own_broker_and_bad_model(tmp_path, bench_model, fsdd_dir):
+    from edge.local_broker import LocalBroker
+
+    with LocalBroker() as broker:
+        proc = run_bench(["--short", "--only", "e2e", "--e2e-words", "4", "--model", str(bench_model),
+                          "--broker", f"{broker.host}:{broker.port}"], tmp_path, fsdd_dir)
+    assert proc.returncode in (0, 1), proc.stderr[-3000:]
+    report = json.loads((tmp_path / "t.json").read_text())
+    assert report["errors"] == {} and report["e2e"]["stream"]["utterances"] == 4
+    assert report["settings"]["broker"] == f"{broker.host}:{broker.port}"
+    bad = run_bench(["--short", "--model", str(tmp_path / "missing.onnx")], tmp_path / "x", fsdd_dir)
+    assert bad.returncode not in (0, 1) and "missing.onnx" in bad.stderr
