@@ -1,0 +1,201 @@
+"""The daemon, wired in one place: source -> segmenter (VAD + early end) -> classifier -> event -> MQTT.
+
+Runs the audio loop on the main thread; paho's network thread and our MQTT publisher thread do the
+I/O. SIGTERM/SIGINT (and end of a file or stdin) end the loop, the segment in progress is decided,
+queued digits are flushed (bounded wait), ``offline`` is published, and ``run`` returns 0.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import platform
+import signal
+import sys
+import threading
+import time
+import uuid
+from typing import Any
+
+from edge import __version__
+from edge.classifier import OnnxDigitClassifier, Prediction
+from edge.config import EdgeConfig
+from edge.events import DigitEvent, DiscoveryConfig, InfoMessage, ScoredDigit, utc_ms
+from edge.sd_notify import SystemdNotifier
+from edge.sources import AudioSource, FileSource, MicSource, StdinSource
+from edge.vad_segmenter import SegmenterSettings, Utterance, VadSegmenter
+
+log = logging.getLogger("digitspot.daemon")
+
+
+def setup_logging(level: str) -> None:
+    """One line per event on stderr. Under systemd (JOURNAL_STREAM set) journald adds the time."""
+    fmt = "%(levelname)s %(name)s: %(message)s"
+    if not os.environ.get("JOURNAL_STREAM"):
+        fmt = "%(asctime)s " + fmt
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter(fmt))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    logging.getLogger("digitspot").setLevel(level.upper())
+
+
+def versions() -> dict[str, str]:
+    import numpy
+    import onnxruntime
+    import paho.mqtt
+
+    return {"digitspot": __version__, "python": platform.python_version(), "onnxruntime": onnxruntime.__version__,
+            "numpy": numpy.__version__, "paho-mqtt": paho.mqtt.__version__, "platform": platform.platform(),
+            "machine": platform.machine()}
+
+
+class Daemon:
+    def __init__(self, cfg: EdgeConfig):
+        self.cfg = cfg
+        self.boot_id = uuid.uuid4().hex[:16]
+        self.started_at = utc_ms()
+        self.seq = 0
+        self.stop_requested = threading.Event()
+        self.notifier = SystemdNotifier()
+        self.print_ok = cfg.print
+        self.stats = {"digits": 0, "ignored": 0}
+        # Fail fast at start: the model (sha256 against its card) and the audio source.
+        self.classifier = OnnxDigitClassifier(cfg.model, threads=cfg.threads)
+        card = self.classifier.card
+        log.info("model %s (%s, sha256 %s...) at %d Hz, %d onnxruntime thread(s)", card.name,
+                 self.classifier.model_path, card.sha256[:12], card.sample_rate, cfg.threads)
+        self.source = self._make_source()
+        log.info("listening to %s", self.source.describe())
+        self.segmenter = VadSegmenter(
+            SegmenterSettings(
+                sample_rate=card.sample_rate, vad_mode=cfg.vad_mode, frame_ms=cfg.vad_frame_ms,
+                preroll_ms=cfg.preroll_ms, hangover_ms=cfg.hangover_ms, offset_ms=cfg.offset_ms,
+                early_confidence=cfg.early_confidence, min_confidence=cfg.min_confidence,
+                min_segment_ms=cfg.min_segment_ms, max_segment_ms=cfg.max_segment_ms,
+                onset_db=cfg.onset_db, offset_db=cfg.offset_db,
+            ),
+            self.classifier.classify,
+        )
+        self.publisher = None
+        if not cfg.no_mqtt:
+            from edge.mqtt_publisher import MqttPublisher
+
+            self.publisher = MqttPublisher(cfg, self._info_json, self._discovery_json)
+
+    def _make_source(self) -> AudioSource:
+        cfg, rate = self.cfg, self.classifier.sample_rate
+        if cfg.source == "file":
+            assert cfg.input is not None
+            return FileSource(cfg.input, rate, realtime=cfg.realtime)
+        if cfg.source == "stdin":
+            return StdinSource(cfg.input_rate, rate)
+        return MicSource(rate, device=cfg.device, capture_rate=cfg.capture_rate, on_status=self._on_mic_status)
+
+    # -- messages ------------------------------------------------------------------------------
+    def _info_json(self) -> str:
+        card = self.classifier.card
+        return InfoMessage(
+            device_id=self.cfg.device_id, boot_id=self.boot_id, started_at=self.started_at, versions=versions(),
+            model={"name": card.name, "sha256": card.sha256, "sample_rate": card.sample_rate,
+                   "window_samples": card.window_samples, "quantization": card.quantization.scheme,
+                   "parameter_count": card.parameter_count, "metrics": card.metrics, "created_at": card.created_at},
+            config=self.cfg.public_dict(), source=self.source.describe(), attribution=card.attribution,
+        ).to_json()
+
+    def _discovery_json(self) -> str:
+        return DiscoveryConfig(
+            device_id=self.cfg.device_id, device_name=self.cfg.device_name or f"digitspot {self.cfg.device_id}",
+            prefix=self.cfg.prefix, sw_version=__version__, model_name=self.classifier.card.name,
+        ).to_json()
+
+    def _on_mic_status(self, status: str) -> None:
+        self.notifier.status(f"microphone {status}")
+        if self.publisher is not None:
+            self.publisher.set_available(status == "ok")
+
+    # -- the loop ------------------------------------------------------------------------------
+    def request_stop(self, signum: int | None = None, frame: Any = None) -> None:
+        if signum is not None:
+            log.info("%s received: stopping", signal.Signals(signum).name)
+        self.stop_requested.set()
+        self.source.close()
+
+    def run(self) -> int:
+        signal.signal(signal.SIGTERM, self.request_stop)
+        signal.signal(signal.SIGINT, self.request_stop)
+        if self.publisher is not None:
+            self.publisher.start()
+        ready = False
+        try:
+            for chunk in self.source:
+                if not ready:
+                    self.notifier.ready(f"listening to {self.source.describe()}")
+                    log.info("ready: audio is flowing")
+                    ready = True
+                self.notifier.watchdog()
+                for utterance in self.segmenter.push(chunk.samples, chunk.received_at):
+                    self._handle(utterance)
+                if self.stop_requested.is_set():
+                    break
+            if not self.stop_requested.is_set():
+                log.info("end of input")
+            for utterance in self.segmenter.finish():
+                self._handle(utterance)
+        finally:
+            self.shutdown()
+        return 0
+
+    def shutdown(self) -> None:
+        self.notifier.stopping()
+        self.notifier.status("stopping")
+        if self.publisher is not None:
+            self.publisher.stop()
+        log.info("stopped: %d digit(s) published, %d segment(s) ignored", self.stats["digits"],
+                 self.stats["ignored"])
+        self.notifier.close()
+
+    def _handle(self, utterance: Utterance) -> None:
+        if not utterance.accepted or utterance.prediction is None:
+            self.stats["ignored"] += 1
+            log.debug("segment at %.2f s ignored: %s", utterance.start_sample / self.classifier.sample_rate,
+                      utterance.reason)
+            return
+        prediction: Prediction = utterance.prediction
+        self.seq += 1
+        rate = self.classifier.sample_rate
+        published_at = utc_ms()
+        speech_end = utc_ms(utterance.end_time)
+        card = self.classifier.card
+        event = DigitEvent(
+            device_id=self.cfg.device_id, digit=prediction.digit, confidence=prediction.confidence,
+            top3=[ScoredDigit(int(label), score) for label, score in prediction.top(3)],
+            speech_start=utc_ms(utterance.start_time), speech_end=speech_end, published_at=published_at,
+            latency_ms=published_at - speech_end, seq=self.seq, boot_id=self.boot_id,
+            model_name=card.name, model_sha256=card.sha256,
+            audio_start_ms=int(utterance.start_sample * 1000 // rate),
+            audio_end_ms=int(utterance.end_sample * 1000 // rate), early=utterance.early,
+        )
+        payload = event.to_json()
+        if self.publisher is not None:
+            self.publisher.publish_digit(payload, self.seq)
+        if self.print_ok:
+            try:
+                sys.stdout.write(payload + "\n")
+                sys.stdout.flush()
+            except BrokenPipeError:
+                self.print_ok = False
+                log.warning("stdout closed: no more --print output")
+        self.stats["digits"] += 1
+        log.info("digit %d (confidence %.2f, seq %d, %s end, %d ms after end of speech, at %.2f s)",
+                 prediction.digit, prediction.confidence, self.seq, "early" if utterance.early else "late",
+                 event.latency_ms, utterance.end_sample / rate)
+
+
+def run_daemon(cfg: EdgeConfig) -> int:
+    daemon = Daemon(cfg)
+    return daemon.run()
+
+
+__all__ = ["Daemon", "run_daemon", "setup_logging", "time"]

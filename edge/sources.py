@@ -1,0 +1,367 @@
+"""Audio sources: a microphone (PyAudio), a file, or raw s16le on stdin, all delivered the same way.
+
+Each source yields :class:`AudioChunk` objects: mono float32 samples at the model's rate plus the
+wall-clock time the chunk's last sample arrived. Chunks are small (10-20 ms) and are handed on as
+soon as they are read, because every millisecond spent buffering here is added to the time between
+the end of a spoken digit and its MQTT message.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import select
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+
+from edge.audio_io import MAX_FILE_SECONDS, to_mono_float32
+from edge.errors import AudioError, MissingInputError, UnavailableError
+from edge.resampler import StreamingResampler
+
+log = logging.getLogger("digitspot.source")
+
+CHUNK_MS = 10
+
+
+@dataclass
+class AudioChunk:
+    samples: np.ndarray  # mono float32 in [-1, 1] at the model's sample rate
+    received_at: float  # time.time() when the chunk's last sample was read (for latency)
+
+
+class AudioSource:
+    """Base class: iterate for chunks; ``close()`` stops a running iteration from another thread."""
+
+    name = "source"
+    realtime = True  # chunks arrive at the pace of real time (mic, stdin, paced file)
+
+    def __init__(self, rate: int):
+        self.rate = rate
+        self.closed = False
+
+    def __iter__(self) -> Iterator[AudioChunk]:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        self.closed = True
+
+    def describe(self) -> str:
+        return self.name
+
+
+def _float_from_s16le(data: bytes) -> np.ndarray:
+    return np.frombuffer(data, dtype="<i2").astype(np.float32) * (1.0 / 32768.0)
+
+
+class FileSource(AudioSource):
+    """A WAV/FLAC/OGG file (any rate, any channel count), streamed in blocks so hours of audio fit
+    in a few MB. ``realtime`` paces chunks to the wall clock like a microphone; otherwise the file is
+    read as fast as the pipeline takes it (throughput benchmarks)."""
+
+    name = "file"
+
+    def __init__(self, path: Path, rate: int, realtime: bool = False, chunk_ms: int = CHUNK_MS):
+        super().__init__(rate)
+        import soundfile as sf
+
+        self.path = Path(path)
+        self.realtime = realtime
+        self.chunk_ms = chunk_ms
+        if not self.path.exists():
+            raise MissingInputError(f"{self.path}: no such file; check --input")
+        if self.path.is_dir():
+            raise MissingInputError(f"{self.path}: is a directory; --input takes one audio file")
+        try:
+            self.file = sf.SoundFile(str(self.path))
+            frames = self.file.frames
+        except (sf.LibsndfileError, RuntimeError, ValueError, OSError) as exc:
+            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise AudioError(f"{self.path}: not a readable audio file ({reason}); use WAV, FLAC or OGG") from exc
+        if frames <= 0:
+            raise AudioError(f"{self.path}: audio file holds no samples; record or pick a non-empty file")
+        self.file_rate = int(self.file.samplerate)
+        self.channels = int(self.file.channels)
+        self.duration = frames / self.file_rate
+        self.resampler = StreamingResampler(self.file_rate, rate)
+
+    def describe(self) -> str:
+        return (f"file {self.path} ({self.duration:.1f} s, {self.file_rate} Hz, {self.channels} ch"
+                f"{', real time' if self.realtime else ''})")
+
+    def __iter__(self) -> Iterator[AudioChunk]:
+        import soundfile as sf
+
+        block = max(1, self.file_rate * self.chunk_ms // 1000)
+        # Not real time: read bigger blocks (fewer Python round trips), still cut into 10 ms chunks.
+        read_block = block if self.realtime else block * 100
+        out_chunk = self.rate * self.chunk_ms // 1000
+        start = time.monotonic()
+        emitted = 0  # samples at the model rate handed on
+        pending = np.zeros(0, dtype=np.float32)
+        try:
+            while not self.closed:
+                try:
+                    data = self.file.read(read_block, dtype="float32", always_2d=True)
+                except (sf.LibsndfileError, RuntimeError, ValueError) as exc:
+                    raise AudioError(f"{self.path}: audio data is corrupt ({str(exc).splitlines()[0]})") from exc
+                last = len(data) < read_block
+                samples = self.resampler.process(to_mono_float32(data)) if len(data) else np.zeros(0, np.float32)
+                if last:
+                    samples = np.concatenate((samples, self.resampler.flush()))
+                pending = np.concatenate((pending, samples)) if pending.size else samples
+                while len(pending) >= out_chunk or (last and len(pending)):
+                    piece, pending = pending[:out_chunk], pending[out_chunk:]
+                    emitted += len(piece)
+                    if self.realtime:
+                        due = start + emitted / self.rate
+                        delay = due - time.monotonic()
+                        if delay > 0:
+                            time.sleep(delay)
+                    yield AudioChunk(piece, time.time())
+                if last or emitted / self.rate > MAX_FILE_SECONDS * 10:
+                    break
+        finally:
+            self.file.close()
+
+
+class StdinSource(AudioSource):
+    """Raw signed 16-bit little-endian mono PCM at ``input_rate`` on stdin (``arecord -t raw -f S16_LE``).
+
+    Reads whatever bytes are available (``os.read``), so a chunk is processed the moment the writer
+    delivers it: no fixed block size to wait for.
+    """
+
+    name = "stdin"
+
+    def __init__(self, input_rate: int, rate: int, fd: int | None = None, max_read_ms: int = 20):
+        super().__init__(rate)
+        self.input_rate = input_rate
+        self.fd = sys.stdin.fileno() if fd is None else fd
+        self.max_read = max(2, input_rate * max_read_ms // 1000 * 2)
+        self.resampler = StreamingResampler(input_rate, rate)
+
+    def describe(self) -> str:
+        return f"stdin (s16le mono {self.input_rate} Hz)"
+
+    def __iter__(self) -> Iterator[AudioChunk]:
+        carry = b""
+        while not self.closed:
+            # select with a timeout so close() from a signal handler is noticed within 0.5 s
+            ready, _, _ = select.select([self.fd], [], [], 0.5)
+            if not ready:
+                continue
+            try:
+                data = os.read(self.fd, self.max_read)
+            except InterruptedError:
+                continue
+            except OSError as exc:
+                raise AudioError(f"stdin: read failed ({exc})") from exc
+            if not data:
+                break
+            received = time.time()
+            data = carry + data
+            usable = len(data) - (len(data) % 2)
+            carry = data[usable:]
+            if usable:
+                yield AudioChunk(self.resampler.process(_float_from_s16le(data[:usable])), received)
+        tail = self.resampler.flush()
+        if tail.size:
+            yield AudioChunk(tail, time.time())
+
+
+# --- microphone -------------------------------------------------------------------------------
+
+@dataclass
+class InputDevice:
+    index: int
+    name: str
+    channels: int
+    default_rate: int
+    host_api: str
+    is_default: bool
+
+
+def list_input_devices() -> list[InputDevice]:
+    """PortAudio's capture devices (``digitspot-edge devices``). Raises UnavailableError without PyAudio."""
+    pyaudio = _import_pyaudio()
+    pa = _open_portaudio(pyaudio)
+    try:
+        try:
+            default_index = pa.get_default_input_device_info()["index"]
+        except OSError:
+            default_index = -1
+        devices = []
+        for i in range(pa.get_device_count()):
+            info = pa.get_device_info_by_index(i)
+            if int(info.get("maxInputChannels", 0)) <= 0:
+                continue
+            api = pa.get_host_api_info_by_index(info["hostApi"])["name"]
+            devices.append(InputDevice(i, str(info["name"]), int(info["maxInputChannels"]),
+                                       int(info["defaultSampleRate"]), str(api), i == default_index))
+        return devices
+    finally:
+        pa.terminate()
+
+
+def _import_pyaudio():
+    try:
+        import pyaudio
+    except ImportError as exc:
+        raise UnavailableError(
+            "PyAudio is not installed: pip install 'digitspot[mic]' (needs portaudio19-dev to build)"
+        ) from exc
+    return pyaudio
+
+
+def _open_portaudio(pyaudio):
+    # PortAudio prints ALSA probing noise to stderr at init; it is harmless but confusing in journald.
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    saved = os.dup(2)
+    try:
+        os.dup2(devnull, 2)
+        return pyaudio.PyAudio()
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+class MicSource(AudioSource):
+    """A PortAudio capture device via PyAudio, resampled to the model's rate.
+
+    ``device`` is an index or a case-insensitive substring of the device name (None: the default
+    input). Capture runs at ``capture_rate`` if given, else at the model's rate when the device takes
+    it, else 48000/44100/16000 Hz. A microphone that fails (unplugged, server gone) is reopened with
+    capped exponential backoff; ``on_status`` hears ``"lost: ..."`` and ``"ok"`` so the daemon can
+    report it on the status topic instead of crashing.
+    """
+
+    name = "mic"
+
+    def __init__(self, rate: int, device: str | None = None, capture_rate: int | None = None,
+                 chunk_ms: int = CHUNK_MS, on_status: Callable[[str], None] | None = None,
+                 max_backoff: float = 30.0):
+        super().__init__(rate)
+        self.pyaudio = _import_pyaudio()
+        self.device_spec = device
+        self.requested_rate = capture_rate
+        self.chunk_ms = chunk_ms
+        self.on_status = on_status or (lambda status: None)
+        self.max_backoff = max_backoff
+        self.pa = None
+        self.stream = None
+        self.capture_rate = 0
+        self.device_name = "?"
+        self.open()  # fail fast at start: a wrong --device is a configuration problem
+
+    def describe(self) -> str:
+        return f"mic {self.device_name!r} at {self.capture_rate} Hz"
+
+    def _resolve_device(self, pa) -> tuple[int | None, dict]:
+        spec = self.device_spec
+        if spec is None or str(spec).strip() == "":
+            try:
+                info = pa.get_default_input_device_info()
+            except OSError as exc:
+                raise UnavailableError("no default microphone: plug one in or pass --device") from exc
+            return None, info
+        spec = str(spec).strip()
+        candidates = []
+        for i in range(pa.get_device_count()):
+            info = pa.get_device_info_by_index(i)
+            if int(info.get("maxInputChannels", 0)) > 0:
+                candidates.append(info)
+        if spec.isdigit():
+            for info in candidates:
+                if int(info["index"]) == int(spec):
+                    return int(spec), info
+            raise UnavailableError(f"no capture device with index {spec}: see `digitspot-edge devices`")
+        exact = [i for i in candidates if str(i["name"]).lower() == spec.lower()]
+        matches = exact or [i for i in candidates if spec.lower() in str(i["name"]).lower()]
+        if not matches:
+            names = ", ".join(repr(i["name"]) for i in candidates) or "none"
+            raise UnavailableError(f"no capture device matches {spec!r} (have: {names}): see `digitspot-edge devices`")
+        return int(matches[0]["index"]), matches[0]
+
+    def _pick_rate(self, pa, index: int | None, info: dict) -> int:
+        wanted = [self.requested_rate] if self.requested_rate else [self.rate, 16000, 48000, 44100,
+                                                                     int(info["defaultSampleRate"])]
+        for rate in wanted:
+            try:
+                if pa.is_format_supported(rate, input_device=int(info["index"]), input_channels=1,
+                                          input_format=self.pyaudio.paInt16):
+                    return int(rate)
+            except ValueError:
+                continue
+        raise UnavailableError(f"capture device {info['name']!r} supports none of the rates {wanted}")
+
+    def open(self) -> None:
+        self._close_stream()
+        self.pa = _open_portaudio(self.pyaudio)
+        try:
+            index, info = self._resolve_device(self.pa)
+            self.capture_rate = self._pick_rate(self.pa, index, info)
+            self.device_name = str(info["name"])
+            self.frames_per_buffer = max(1, self.capture_rate * self.chunk_ms // 1000)
+            self.stream = self.pa.open(format=self.pyaudio.paInt16, channels=1, rate=self.capture_rate,
+                                       input=True, input_device_index=index,
+                                       frames_per_buffer=self.frames_per_buffer)
+        except OSError as exc:
+            self._close_stream()
+            raise UnavailableError(f"cannot open capture device {self.device_spec or 'default'!r}: {exc}") from exc
+        except UnavailableError:
+            self._close_stream()
+            raise
+        self.resampler = StreamingResampler(self.capture_rate, self.rate)
+
+    def _close_stream(self) -> None:
+        if self.stream is not None:
+            try:
+                self.stream.stop_stream()
+                self.stream.close()
+            except OSError:
+                pass
+            self.stream = None
+        if self.pa is not None:
+            self.pa.terminate()
+            self.pa = None
+
+    def close(self) -> None:
+        super().close()
+
+    def __iter__(self) -> Iterator[AudioChunk]:
+        backoff = 0.5
+        try:
+            while not self.closed:
+                if self.stream is None:
+                    try:
+                        self.open()
+                        log.info("microphone %r back at %d Hz", self.device_name, self.capture_rate)
+                        self.on_status("ok")
+                        backoff = 0.5
+                    except UnavailableError as exc:
+                        log.warning("microphone still unavailable (%s); retrying in %.1f s", exc, backoff)
+                        self._sleep(backoff)
+                        backoff = min(self.max_backoff, backoff * 2)
+                        continue
+                try:
+                    data = self.stream.read(self.frames_per_buffer, exception_on_overflow=False)
+                except (OSError, IOError) as exc:
+                    log.error("microphone %r lost (%s); reopening with backoff", self.device_name, exc)
+                    self.on_status(f"lost: {exc}")
+                    self._close_stream()
+                    continue
+                received = time.time()
+                yield AudioChunk(self.resampler.process(_float_from_s16le(data)), received)
+        finally:
+            self._close_stream()
+
+    def _sleep(self, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while not self.closed and time.monotonic() < deadline:
+            time.sleep(min(0.1, deadline - time.monotonic()))
