@@ -1,0 +1,189 @@
+"""Every stage of the recipe on real FSDD audio (``--quick``), and what it leaves behind."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from edge.audio_io import load_audio
+from edge.card import SCHEMA_VERSION, load_card, sha256_of
+from edge.classifier import OnnxDigitClassifier, softmax
+from train import data as fsdd
+from train.augment import clean_batch
+from train.onnx_tools import ort_logits, torch_logits
+from train.training import load_checkpoint
+
+STAGE_CONFIGS = ["recipe.json", "data.json", "synth.json", "teacher.pt.json", "student.pt.json", "pruned.pt.json",
+                 "export.json", "quantize.json", "evaluate.json", "all.json"]
+
+
+def test_every_stage_saved_its_config(quick_run):
+    for name in STAGE_CONFIGS:
+        path = quick_run["run"] / name
+        assert path.is_file(), name
+        data = json.loads(path.read_text())
+        if name not in ("recipe.json", "all.json"):
+            assert data["recipe"]["preset"] == "quick"
+    assert set(json.loads((quick_run["run"] / "all.json").read_text())["stage_seconds"]) >= {
+        "data", "synth", "fit", "distill", "prune", "export", "quantize", "evaluate", "total"}
+    synth = json.loads((quick_run["run"] / "synth.json").read_text())
+    assert synth["clips"] > 0 and synth["voices"] >= 2
+    teacher = json.loads((quick_run["run"] / "teacher.pt.json").read_text())
+    student = json.loads((quick_run["run"] / "student.pt.json").read_text())
+    assert student["model"]["parameters"] <= 90_000
+    assert teacher["model"]["parameters"] > 2 * student["model"]["parameters"]
+    assert not list(quick_run["out"].glob("*.tmp")) and not list(quick_run["run"].glob("*.tmp"))
+
+
+def test_outputs_and_sizes(quick_run):
+    out = quick_run["out"]
+    for name in ("digitspot.onnx", "digitspot.onnx.json", "digitspot-fp32.onnx", "digitspot-fp32.onnx.json",
+                 "digitspot.pt", "report.md", "confusion-int8.png"):
+        assert (out / name).is_file(), name
+    assert (out / "digitspot.onnx").stat().st_size <= 150 * 1024
+    assert (out / "digitspot-fp32.onnx").stat().st_size < 1024 * 1024
+    assert (out / "digitspot.pt").stat().st_size < 1024 * 1024
+    assert not list(out.glob("*.data")), "weights must be inside the .onnx (external_data=False)"
+
+
+def test_card_fields(quick_run):
+    path = quick_run["out"] / "digitspot.onnx"
+    card = load_card(path)  # verifies sha256
+    assert card.schema_version == SCHEMA_VERSION
+    assert card.sha256 == sha256_of(path) and card.file_size_bytes == path.stat().st_size
+    assert card.sample_rate == 8000 and card.window_samples == 8000
+    assert card.labels == [str(d) for d in range(10)]
+    assert (card.input_name, card.output_name) == ("audio", "logits")
+    assert card.opset >= 17
+    q = card.quantization
+    assert (q.scheme, q.weight_dtype, q.per_channel, sorted(q.op_types)) == ("static-qdq", "int8", True,
+                                                                             ["Conv", "Gemm"])
+    assert "training audio" in q.calibration
+    assert 0 < card.nonzero_parameter_count < card.parameter_count <= 90_000
+    assert card.training["recipe"]["preset"] == "quick"
+    assert set(card.training["stages"]) >= {"data", "synth", "fit", "distill", "prune"}
+    assert card.git_commit and card.created_at
+    assert {"torch", "onnx", "onnxruntime"} <= set(card.versions)
+    for key in ("official_accuracy_int8", "official_accuracy_pruned", "official_accuracy_fp32",
+                "pitch_+300c_accuracy_int8", "pitch_+500c_accuracy_int8", "pitch_+700c_accuracy_int8",
+                "white_10db_accuracy_int8", "white_5db_accuracy_int8", "white_0db_accuracy_int8",
+                "pink_10db_accuracy_int8", "pink_5db_accuracy_int8", "pink_0db_accuracy_int8",
+                "parity_onnx_fp32_vs_torch_max_abs", "int8_vs_fp32_top1_agreement", "per_class_int8", "targets"):
+        assert key in card.metrics, key
+    assert card.metrics["parity_onnx_fp32_vs_torch_max_abs"] <= 1e-4
+    assert card.training["stage_seconds"]["total"] > 0
+
+
+def test_onnx_graphs(quick_run):
+    fp32 = onnx.load(str(quick_run["out"] / "digitspot-fp32.onnx"))
+    int8 = onnx.load(str(quick_run["out"] / "digitspot.onnx"))
+    for model in (fp32, int8):
+        assert [i.name for i in model.graph.input] == ["audio"]
+        assert [o.name for o in model.graph.output] == ["logits"]
+        dims = model.graph.input[0].type.tensor_type.shape.dim
+        assert dims[0].dim_param and dims[1].dim_value == 8000  # dynamic batch, fixed window
+        assert "STFT" in {n.op_type for n in model.graph.node}  # the front end is in the graph
+    ops = [n.op_type for n in int8.graph.node]
+    assert "QuantizeLinear" in ops and "DequantizeLinear" in ops
+    # Only Conv/Gemm inputs are quantized: the STFT and the mel matmul keep float inputs.
+    producers = {o: n.op_type for n in int8.graph.node for o in n.output}
+    for node in int8.graph.node:
+        if node.op_type in ("STFT", "MatMul"):
+            assert all(producers.get(i) != "DequantizeLinear" for i in node.input), node.op_type
+
+
+def test_pruning_is_permanent(quick_run):
+    model, ckpt = load_checkpoint(quick_run["run"] / "pruned.pt")
+    assert not any(k.endswith(("_orig", "_mask")) for k in ckpt["state_dict"])
+    weights = [m.weight for m in model.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
+    zeros = sum(int((w == 0).sum()) for w in weights) / sum(w.numel() for w in weights)
+    assert zeros == pytest.approx(0.40, abs=0.01)
+    steps = json.loads((quick_run["run"] / "pruned.pt.json").read_text())["steps"]
+    assert [s["sparsity_target"] for s in steps] == pytest.approx([0.05 * k for k in range(1, 9)])
+
+
+@pytest.fixture(scope="module")
+def sample_wavs(fsdd_test_files):
+    return fsdd_test_files[::10]  # 30 official test takes, every digit and speaker
+
+
+def test_parity_fp32_onnx_and_torchscript(quick_run, sample_wavs):
+    model, _ = load_checkpoint(quick_run["run"] / "pruned.pt")
+    clips = [load_audio(p, 8000) for p in sample_wavs]
+    windows = clean_batch(clips, 8000)
+    ref = torch_logits(model, windows)
+    assert np.max(np.abs(ort_logits(quick_run["out"] / "digitspot-fp32.onnx", windows) - ref)) <= 1e-4
+    traced = torch.jit.load(str(quick_run["out"] / "digitspot.pt"))
+    assert np.max(np.abs(torch_logits(traced, windows) - ref)) <= 1e-4
+
+
+def test_skew_guard_training_path_vs_edge_classifier(quick_run, sample_wavs):
+    """The same WAV through the training data path + PyTorch and through the edge daemon's classifier
+    on the exported model gives the same scores (no train/serve skew in loading, windowing, features)."""
+    model, _ = load_checkpoint(quick_run["run"] / "pruned.pt")
+    utterances = [fsdd.Utterance(str(p), int(p.name[0]), p.name.split("_")[1], 0) for p in sample_wavs]
+    train_clips = fsdd.load_clips(utterances, progress=False)
+    train_probs = softmax(torch_logits(model, clean_batch(train_clips.clips, 8000)))
+    # A clip longer than the window exercises fit_to_window's cropping on both sides too.
+    long_clip = np.concatenate([train_clips.clips[0], np.zeros(6000, np.float32), train_clips.clips[1]])
+    long_probs = softmax(torch_logits(model, clean_batch([long_clip], 8000)))
+    classifier = OnnxDigitClassifier(quick_run["out"] / "digitspot-fp32.onnx")
+    edge_probs = np.array([p.probabilities for p in classifier.classify_batch([load_audio(p, 8000) for p in sample_wavs])])
+    assert np.max(np.abs(edge_probs - train_probs)) <= 1e-4
+    assert np.max(np.abs(np.array(classifier.classify(long_clip).probabilities) - long_probs[0])) <= 1e-4
+
+
+def test_report(quick_run):
+    report = (quick_run["out"] / "report.md").read_text()
+    for needle in ("official test set", "FP32 pruned", "INT8 (shipped)", "pitch +500 cents", "white noise 5 dB SNR",
+                   "pink noise 0 dB SNR", "confusion-int8.png", "| digit | precision | recall | F1 |",
+                   "Leave-one-speaker-out"):
+        assert needle in report, needle
+
+
+def test_stage_subcommands_rerun_on_the_run_dir(run_train, quick_run, fsdd_dir):
+    """Each stage is its own subcommand: re-export, re-quantize and re-evaluate the quick run."""
+    base, run, out = quick_run["base"], quick_run["run"], quick_run["out"]
+    common = ["--quick", "--run-dir", str(run), "--out", str(out), "--cache-dir", str(quick_run["cache"])]
+    for stage in ("data", "export", "quantize"):
+        result = run_train([stage] + common, fsdd_dir, cwd=base)
+        assert result.returncode == 0, (stage, result.stderr[-2000:])
+    result = run_train(["evaluate"] + common + ["--loso-results", str(base / "none.json")], fsdd_dir, cwd=base)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "official_accuracy_int8" in result.stdout
+    load_card(out / "digitspot.onnx")  # card and model still belong together
+
+
+def test_loso_one_fold(run_train, quick_run, fsdd_dir):
+    base = quick_run["base"]
+    run = base / "loso"
+    result = run_train(["loso", "--quick", "--speakers", "theo", "--run-dir", str(run),
+                        "--cache-dir", str(quick_run["cache"])], fsdd_dir, cwd=base)
+    assert result.returncode == 0, result.stderr[-2000:]
+    loso = json.loads((run / "loso.json").read_text())
+    assert [f["speaker"] for f in loso["folds"]] == ["theo"]
+    assert loso["folds"][0]["test_files"] == 20  # quick: 2 takes x 10 digits of the held-out speaker
+    data = json.loads((run / "theo" / "data.json").read_text())
+    assert all("_theo_" not in p for p in data["files"]["train"] + data["files"]["validation"])
+    # The report of the main run picks the LOSO results up.
+    result = run_train(["evaluate", "--quick", "--run-dir", str(quick_run["run"]), "--out", str(quick_run["out"]),
+                        "--loso-results", str(run / "loso.json")], fsdd_dir, cwd=base)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "| theo |" in (quick_run["out"] / "report.md").read_text()
+
+
+def test_edge_cli_classifies_with_the_quick_model(quick_run, fsdd_test_files):
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-m", "edge.cli", "classify", str(fsdd_test_files[0]),
+                             "--model", str(quick_run["out"] / "digitspot.onnx")], capture_output=True, text=True, check=False)
+    if result.returncode != 0 and "No module named edge.cli.__main__" in result.stderr:
+        pytest.skip("edge.cli has no __main__ guard")
+    assert result.returncode == 0, result.stderr
+    line = json.loads(result.stdout.strip().splitlines()[0])
+    assert set(line) >= {"path", "digit", "confidence"}
