@@ -19,9 +19,10 @@ import re
 import socket
 import tomllib
 import typing
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from edge.errors import ConfigError
 
@@ -154,7 +155,7 @@ def convert(name: str, value: Any, origin: str) -> Any:
         if name == "device" and isinstance(value, int):
             return str(value)
         if not isinstance(value, (str, int, float)):
-            raise ValueError(f"expected a string, got {type(value).__name__}")
+            raise ValueError(f"expected a string, got {type(value).__name__}")  # noqa: TRY004
         return str(value)
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"{origin}: {name} = {value!r} is not valid ({exc})") from exc

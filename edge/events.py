@@ -18,7 +18,7 @@ INFO_SCHEMA_VERSION = 1
 
 def utc_ms(t: float | None = None) -> int:
     """``time.time()`` seconds -> integer UTC milliseconds."""
-    return int(round((time.time() if t is None else t) * 1000))
+    return round((time.time() if t is None else t) * 1000)
 
 
 @dataclass(frozen=True)
@@ -84,7 +84,7 @@ class DigitEvent:
         return json.dumps(self.to_dict(), separators=(",", ":"))
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "DigitEvent":
+    def from_dict(cls, data: dict[str, Any]) -> DigitEvent:
         return cls(
             device_id=data["device_id"], digit=int(data["digit"]), confidence=float(data["confidence"]),
             top3=[ScoredDigit(int(s["digit"]), float(s["score"])) for s in data["top3"]],

@@ -11,6 +11,7 @@ LocalBroker`` without test dependencies. It needs the ``mosquitto`` binary (Debi
 
 TLS: pass ``tls=TlsFiles(cafile, certfile, keyfile)`` to add a TLS listener (``broker.tls_port``);
 ``users={"name": "password"}`` writes a password file and sets ``allow_anonymous false``.
+``persistence=True`` keeps persistent sessions (and their queued messages) across ``restart()``.
 """
 
 from __future__ import annotations
@@ -57,6 +58,7 @@ class LocalBroker:
         tls_port: int | None = None,
         users: dict[str, str] | None = None,
         plain: bool = True,
+        persistence: bool = False,
         workdir: str | os.PathLike[str] | None = None,
         mosquitto: str | None = None,
         verbose: bool = False,
@@ -67,9 +69,11 @@ class LocalBroker:
         self.tls_port = (tls_port or free_port(host)) if tls else None
         self.users = dict(users or {})
         self.plain = plain
+        self.persistence = persistence
         self.verbose = verbose
         self._own_workdir = workdir is None
         self.workdir = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="digitspot-broker-"))
+        self.workdir.mkdir(parents=True, exist_ok=True)
         self.binary = mosquitto or shutil.which("mosquitto") or "/usr/sbin/mosquitto"
         if not Path(self.binary).exists():
             raise FileNotFoundError(
@@ -82,7 +86,9 @@ class LocalBroker:
 
     # -- configuration -------------------------------------------------------------------------
     def _write_config(self) -> None:
-        lines = ["persistence false", "log_dest stderr", "log_type error", "log_type warning"]
+        # persistence keeps sessions and queued QoS 1 messages of offline clients across a restart
+        lines = [f"persistence {'true' if self.persistence else 'false'}", f"persistence_location {self.workdir}/",
+                 "log_dest stderr", "log_type error", "log_type warning"]
         if self.verbose:
             lines += ["log_type notice", "log_type information", "connection_messages true"]
         lines.append("per_listener_settings false")
@@ -115,11 +121,11 @@ class LocalBroker:
     def running(self) -> bool:
         return self.process is not None and self.process.poll() is None
 
-    def start(self, timeout: float = 10.0) -> "LocalBroker":
+    def start(self, timeout: float = 10.0) -> LocalBroker:
         """Start Mosquitto and wait until its listener(s) accept connections."""
         if self.running:
             return self
-        log = open(self.log_path, "ab")
+        log = open(self.log_path, "ab")  # noqa: SIM115 (handed to the child)
         self.process = subprocess.Popen([self.binary, "-c", str(self.config_path)],
                                         stdout=log, stderr=log, stdin=subprocess.DEVNULL)
         log.close()
@@ -167,7 +173,7 @@ class LocalBroker:
         except OSError:
             return ""
 
-    def __enter__(self) -> "LocalBroker":
+    def __enter__(self) -> LocalBroker:  # noqa: PYI034
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

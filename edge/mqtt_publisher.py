@@ -20,8 +20,8 @@ import logging
 import ssl
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
@@ -225,8 +225,9 @@ class MqttPublisher:
     # -- shutdown ------------------------------------------------------------------------------
     def stop(self, timeout: float = 5.0) -> None:
         """Deliver what is queued (bounded wait), publish ``offline``, disconnect."""
+        # Also wait while disconnected: the broker may be back within the bounded wait.
         deadline = time.monotonic() + timeout
-        while self.backlog() and self.connected and time.monotonic() < deadline:
+        while self.backlog() and time.monotonic() < deadline:
             time.sleep(0.02)
         left = self.backlog()
         if left:

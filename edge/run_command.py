@@ -30,7 +30,7 @@ def _default(key: str) -> str:
     return "unset" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
 
 
-def opt(key: str, help: str, type=None, flag: str | None = None, choices=None, metavar=None):  # noqa: A002
+def opt(key: str, help: str, type=None, flag: str | None = None, choices=None, metavar=None):
     """A run option whose value defaults to None (= not given), with the built-in default in its help."""
     name = flag or "--" + key.replace("_", "-")
     kwargs = {"default": None, "show_default": False, "help": f"{help}  [default: {_default(key)}]"}

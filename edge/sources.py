@@ -13,9 +13,9 @@ import os
 import select
 import sys
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
 
 import numpy as np
 
@@ -351,7 +351,7 @@ class MicSource(AudioSource):
                         continue
                 try:
                     data = self.stream.read(self.frames_per_buffer, exception_on_overflow=False)
-                except (OSError, IOError) as exc:
+                except OSError as exc:
                     log.error("microphone %r lost (%s); reopening with backoff", self.device_name, exc)
                     self.on_status(f"lost: {exc}")
                     self._close_stream()

@@ -32,8 +32,8 @@ from __future__ import annotations
 import collections
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 
@@ -99,18 +99,18 @@ class VadSegmenter:
         self.frame = rate * settings.frame_ms // 1000
 
         def frames_for(ms: float) -> int:
-            return max(1, int(round(ms / settings.frame_ms)))
+            return max(1, round(ms / settings.frame_ms))
 
-        self.preroll_frames = int(round(settings.preroll_ms / settings.frame_ms))
+        self.preroll_frames = round(settings.preroll_ms / settings.frame_ms)
         self.onset_frames = frames_for(ONSET_MS)
         self.offset_frames = frames_for(settings.offset_ms)
         self.hangover_frames = max(self.offset_frames, frames_for(settings.hangover_ms))
         self.min_frames = frames_for(settings.min_segment_ms)
         self.max_frames = frames_for(settings.max_segment_ms)
-        self.pad_frames = int(round(TAIL_PAD_MS / settings.frame_ms))
+        self.pad_frames = round(TAIL_PAD_MS / settings.frame_ms)
         self.rise_per_frame = FLOOR_RISE_DB_PER_S * settings.frame_ms / 1000
         self.pending = np.zeros(0, dtype=np.float32)
-        self.pending_time = 0.0
+        self.dc: float | None = None
         self.position = 0  # stream samples consumed into frames
         self.floor_db: float | None = None
         self.preroll: collections.deque[np.ndarray] = collections.deque(maxlen=max(1, self.preroll_frames + self.onset_frames))
@@ -145,6 +145,14 @@ class VadSegmenter:
         out: list[Utterance] = []
         if samples.size == 0:
             return out
+        # Remove DC (a cheap sound card's offset would otherwise read as energy and hide quiet
+        # speech): subtract the mean of the idle audio (~0.5 s time constant), frozen during words
+        # so that speech's own low frequencies do not leak into the estimate.
+        if self.dc is None:
+            self.dc = float(samples.mean())
+        elif not self.active:
+            self.dc += min(1.0, len(samples) / (0.5 * self.s.sample_rate)) * (float(samples.mean()) - self.dc)
+        samples = samples - np.float32(self.dc)
         buf = np.concatenate((self.pending, samples)) if self.pending.size else samples
         n_frames = len(buf) // self.frame
         rate = self.s.sample_rate
