@@ -137,7 +137,7 @@ def install_site(cache: Path, wheel: Path, site: Path) -> list[str]:
     offline = subprocess.run(
         [*pip, "install", "--quiet", "--no-warn-conflicts", "--target", str(site), *target_args,
          "--no-index", "--find-links", str(wheels), "-c", str(constraints), str(wheel)],
-        text=True, capture_output=True,
+        text=True, capture_output=True, check=False,
     )
     if offline.returncode != 0:
         log(f"downloading aarch64 wheels into {wheels} (pinned: {' '.join(pins)})")
@@ -162,7 +162,7 @@ def pick_files(fsdd: Path, count: int) -> list[Path]:
 def classify(cmd_prefix: list[str], model: Path, files: list[Path], cwd: Path, env: dict[str, str]) -> dict[str, dict]:
     cmd = [*cmd_prefix, "-m", "edge.cli", "classify", "--threads", "1", "--model", str(model),
            *[str(f) for f in files]]
-    proc = subprocess.run(cmd, cwd=cwd, env=env, text=True, capture_output=True)
+    proc = subprocess.run(cmd, cwd=cwd, env=env, text=True, capture_output=True, check=False)
     if proc.returncode != 0:
         sys.exit(f"arm-check: classify failed (exit {proc.returncode}): {' '.join(cmd[:6])} ...\n{proc.stderr}")
     return {row["path"]: row for row in map(json.loads, proc.stdout.splitlines())}
@@ -205,8 +205,8 @@ def main(argv: list[str] | None = None) -> int:
         arm_env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "PYTHONNOUSERSITE": "1"}
         qemu = [QEMU, "-L", str(sysroot), "-E", f"PYTHONPATH={site}", "-E", "PYTHONNOUSERSITE=1",
                 str(sysroot / "usr" / "bin" / "python3.11")]
-        probe = run([*qemu, "-c", "import platform, edge, onnxruntime; "
-                     "print(platform.machine(), edge.__file__, onnxruntime.__version__)"],
+        probe_code = "import platform, edge, onnxruntime; print(platform.machine(), edge.__file__, onnxruntime.__version__)"
+        probe = run([*qemu, "-c", probe_code],
                     cwd=tmp_path, env=arm_env, capture_output=True).stdout.split()
         if probe[0] != "aarch64" or not probe[1].startswith(str(site)):
             sys.exit(f"arm-check: emulated interpreter is not aarch64 with the installed wheel: {probe}")

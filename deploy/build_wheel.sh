@@ -3,6 +3,8 @@
 #
 # Builds from a clean copy of the sources so a stale setuptools build/ directory can never leak
 # deleted modules into the wheel, and so it never writes into the tree other people are editing.
+# Also writes OUTDIR/constraints.txt (dependency pins) and OUTDIR/benchmarks.tar.gz (benchmarks/ for the
+# device, reproducible: same files -> same bytes, so re-deploying an unchanged tree changes nothing).
 # Usage: deploy/build_wheel.sh OUTDIR [PYTHON]   -> prints the wheel's path
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
@@ -18,7 +20,8 @@ for pkg in edge train benchmarks; do
 done
 find "$work" -name __pycache__ -prune -exec rm -rf {} +
 rm -f "$out"/digitspot-*.whl
-"$python" -m pip wheel --quiet --no-deps --no-build-isolation --wheel-dir "$out" "$work" \
+# SOURCE_DATE_EPOCH: fixed zip timestamps, so the same sources give the same wheel (and re-deploys change nothing).
+SOURCE_DATE_EPOCH=315532800 "$python" -m pip wheel --quiet --no-deps --no-build-isolation --wheel-dir "$out" "$work" \
   > "$work/build.log" 2>&1 || { cat "$work/build.log" >&2; exit 1; }
 wheel="$(ls "$out"/digitspot-*.whl)"
 # constraints.txt: the edge runtime's dependencies (base + mic extra) at the versions installed in this
@@ -42,4 +45,10 @@ for line in lines:
     except metadata.PackageNotFoundError:
         pass
 PY
+tar --create --gzip --no-xattrs --file "$out/benchmarks.tar.gz" --directory "$work" \
+  --sort=name --mtime=@0 --owner=0 --group=0 --numeric-owner --mode=u+rw,go+r,go-w \
+  --exclude=__pycache__ --exclude='*.pyc' --exclude='*.tmp' benchmarks
+# gzip stores no name or time with --no-name, so the archive's bytes depend on the files only.
+gzip --decompress --stdout "$out/benchmarks.tar.gz" | gzip --no-name -9 > "$out/benchmarks.tar.gz.tmp"
+mv "$out/benchmarks.tar.gz.tmp" "$out/benchmarks.tar.gz"
 echo "$wheel"

@@ -1,0 +1,255 @@
+"""The Ansible deployment: lint, and a real run against this machine over SSH on loopback.
+
+The playbook runs exactly as `make deploy` runs it, with four differences set in the test inventory:
+the install prefix, config and unit directories point into a temporary directory, service management
+is off (no systemd as PID 1 here), and `become` is off (the test logs in as root). The status-topic
+health check stays on, against a test broker holding a retained `online`, so it is exercised too.
+The MQTT password comes from an ansible-vault file, as it would for a fleet.
+"""
+
+from __future__ import annotations
+
+import grp
+import json
+import os
+import pwd
+import re
+import stat
+import subprocess
+import sys
+import tarfile
+import time
+from pathlib import Path
+
+import pytest
+from deploy_helpers import ROOT, ansible_env, venv_tool
+
+PLAYBOOK = ROOT / "deploy" / "playbook.yml"
+DEVICE_ID = "loopback-test"
+MQTT_USER = "digitspot-test"
+MQTT_PASSWORD = 'pw-"quoted"-$HOME-\\-s3cret'  # quotes, $ and a backslash survive secrets.env
+RECAP = re.compile(r"^\S+\s+:\s+ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", re.MULTILINE)
+
+
+def test_playbook_syntax_check() -> None:
+    proc = subprocess.run([venv_tool("ansible-playbook"), "--syntax-check", "-i", "localhost,", str(PLAYBOOK)],
+                          env=ansible_env(), capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_ansible_lint() -> None:
+    proc = subprocess.run([venv_tool("ansible-lint"), "--offline", "playbook.yml"], cwd=ROOT / "deploy",
+                          env=ansible_env(), capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    print(proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else "ansible-lint passed")
+
+
+class Deployment:
+    def __init__(self, tmp: Path, sshd, wheel: Path, model: Path, broker_port: int):
+        self.tmp = tmp
+        self.prefix = tmp / "opt" / "digitspot"
+        self.config_dir = tmp / "etc" / "digitspot"
+        self.unit_dir = tmp / "etc" / "systemd" / "system"
+        self.unit_dir.mkdir(parents=True)
+        self.benchmarks_archive = wheel.parent / "benchmarks.tar.gz"
+        self.model = model
+        self.inventory = tmp / "inventory.yml"
+        host = {
+            "ansible_host": "127.0.0.1",
+            "ansible_port": sshd.port,
+            "ansible_user": "root",
+            "ansible_ssh_private_key_file": str(sshd.key),
+            "ansible_ssh_common_args": "-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null",
+            "ansible_python_interpreter": "/usr/bin/python3",
+            "ansible_become": False,
+            "digitspot_prefix": str(self.prefix),
+            "digitspot_config_dir": str(self.config_dir),
+            "digitspot_unit_dir": str(self.unit_dir),
+            "digitspot_manage_service": False,
+            "digitspot_health_timeout_s": 20,
+            "digitspot_wheel": str(wheel),
+            "digitspot_model": str(model),
+            "digitspot_device_id": DEVICE_ID,
+            "digitspot_mqtt_host": "127.0.0.1",
+            "digitspot_mqtt_port": broker_port,
+            "digitspot_mqtt_username": MQTT_USER,
+            "digitspot_source": "mic",
+            "digitspot_audio_device": "USB",
+        }
+        self.inventory.write_text(json.dumps({"digitspot": {"hosts": {"loopback": host}}}, indent=2))
+        # The password only in an ansible-vault encrypted vars file, as for a real fleet.
+        self.vault_password_file = tmp / "vault-pass"
+        self.vault_password_file.write_text("test-vault-password\n")
+        self.vault_vars = tmp / "vault.yml"
+        self.vault_vars.write_text(f"digitspot_mqtt_password: {json.dumps(MQTT_PASSWORD)}\n")
+        subprocess.run([venv_tool("ansible-vault"), "encrypt", "--vault-password-file", str(self.vault_password_file),
+                        str(self.vault_vars)], env=ansible_env(), check=True, capture_output=True)
+        assert MQTT_PASSWORD not in self.vault_vars.read_text()
+        self.runs: list[tuple[subprocess.CompletedProcess[str], float]] = []
+
+    def run(self, *extra: str) -> subprocess.CompletedProcess[str]:
+        cmd = [venv_tool("ansible-playbook"), "-i", str(self.inventory), str(PLAYBOOK),
+               "-e", f"@{self.vault_vars}", "--vault-password-file", str(self.vault_password_file), *extra]
+        started = time.monotonic()
+        proc = subprocess.run(cmd, env=ansible_env(), capture_output=True, text=True, timeout=900, check=False)
+        elapsed = time.monotonic() - started
+        self.runs.append((proc, elapsed))
+        print(f"ansible-playbook {' '.join(extra) or '(deploy)'}: exit {proc.returncode} in {elapsed:.1f} s; "
+              f"{recap(proc)}")
+        return proc
+
+
+def recap(proc: subprocess.CompletedProcess[str]) -> dict[str, int]:
+    m = RECAP.search(proc.stdout)
+    if not m:
+        return {}
+    return dict(zip(("ok", "changed", "unreachable", "failed"), map(int, m.groups())))
+
+
+@pytest.fixture(scope="module")
+def deployment(tmp_path_factory, sshd, built_wheel, ship_model):
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    from edge.local_broker import LocalBroker
+
+    # Anonymous broker (it ignores the credentials the health check sends); the credentials themselves
+    # are checked where they end up: secrets.env and the daemon's own config loader.
+    with LocalBroker() as broker:
+        # What a running daemon leaves on its status topic; the playbook's health check must find it.
+        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="deploy-test")
+        client.username_pw_set(MQTT_USER, MQTT_PASSWORD)
+        client.connect(broker.host, broker.port)
+        client.loop_start()
+        client.publish(f"digitspot/{DEVICE_ID}/status", "online", qos=1, retain=True).wait_for_publish(10)
+        client.loop_stop()
+        client.disconnect()
+
+        deploy = Deployment(tmp_path_factory.mktemp("deploy"), sshd, built_wheel, ship_model, broker.port)
+        deploy.first = deploy.run()
+        deploy.second = deploy.run() if deploy.first.returncode == 0 else None
+        yield deploy
+
+
+def _explain(proc: subprocess.CompletedProcess[str]) -> str:
+    return f"--- stdout ---\n{proc.stdout[-6000:]}\n--- stderr ---\n{proc.stderr[-3000:]}"
+
+
+def test_first_run_deploys(deployment: Deployment) -> None:
+    assert deployment.first.returncode == 0, _explain(deployment.first)
+    assert recap(deployment.first)["changed"] > 0
+    assert "online" in deployment.first.stdout or "ok: [loopback]" in deployment.first.stdout
+
+
+def test_second_run_changes_nothing(deployment: Deployment) -> None:
+    assert deployment.second is not None, "first run failed"
+    assert deployment.second.returncode == 0, _explain(deployment.second)
+    counts = recap(deployment.second)
+    changed = [line for line in deployment.second.stdout.splitlines() if line.startswith("changed:")]
+    assert counts["changed"] == 0, f"second run changed things: {changed}\n{_explain(deployment.second)}"
+    print(f"second run: {counts}")
+
+
+def test_secret_never_printed(deployment: Deployment) -> None:
+    for proc, _ in deployment.runs:
+        assert MQTT_PASSWORD not in proc.stdout + proc.stderr
+
+
+def _mode(path: Path) -> str:
+    return oct(stat.S_IMODE(path.stat().st_mode))[2:].zfill(4)
+
+
+def _owner(path: Path) -> str:
+    st = path.stat()
+    return f"{pwd.getpwuid(st.st_uid).pw_name}:{grp.getgrgid(st.st_gid).gr_name}"
+
+
+def test_files_and_modes(deployment: Deployment) -> None:
+    cfg, prefix = deployment.config_dir, deployment.prefix
+    expected = {
+        cfg: ("0750", "root:digitspot"),
+        cfg / "edge.toml": ("0640", "root:digitspot"),
+        cfg / "secrets.env": ("0600", "root:root"),
+        deployment.unit_dir / "digitspot.service": ("0644", "root:root"),
+        prefix / "model" / "digitspot.onnx": ("0644", "root:root"),
+        prefix / "model" / "digitspot.onnx.json": ("0644", "root:root"),
+        prefix / "bin" / "digitspot-check-status": ("0755", "root:root"),
+    }
+    actual = {path: (_mode(path), _owner(path)) for path in expected}
+    assert actual == expected
+    user = pwd.getpwnam("digitspot")
+    assert user.pw_shell == "/usr/sbin/nologin" and user.pw_uid < 1000
+    assert "digitspot" in grp.getgrnam("audio").gr_mem
+
+    toml = (cfg / "edge.toml").read_text()
+    secrets = (cfg / "secrets.env").read_text()
+    assert MQTT_PASSWORD not in toml and "password" not in toml.replace("# password", "").split("#")[0]
+    assert 'DIGITSPOT_MQTT_PASSWORD="pw-\\"quoted\\"-$HOME-\\\\-s3cret"' in secrets
+    assert f'model = "{prefix}/model/digitspot.onnx"' in toml
+    assert f'device_id = "{DEVICE_ID}"' in toml and 'device = "USB"' in toml
+
+    # The installed unit is the repository's, with only the two prefixes rewritten.
+    repo_unit = (ROOT / "systemd" / "digitspot.service").read_text()
+    installed = (deployment.unit_dir / "digitspot.service").read_text()
+    body = installed.split("\n", 2)[2]  # after the two "installed by" comment lines
+    assert body.rstrip("\n") == repo_unit.replace("/opt/digitspot", str(prefix)).replace(
+        "/etc/digitspot", str(cfg)).rstrip("\n")
+
+    with tarfile.open(deployment.benchmarks_archive) as tar:
+        shipped = sorted(m.name for m in tar.getmembers() if m.isfile())
+    installed_bench = sorted(str(p.relative_to(prefix)) for p in (prefix / "benchmarks").rglob("*")
+                             if p.is_file() and "__pycache__" not in p.parts)
+    assert shipped and "benchmarks/__init__.py" in shipped and installed_bench == shipped
+    # `make -C <prefix> bench` on the device: the Makefile parses and points at the installed venv and model.
+    dry = subprocess.run(["make", "-n", "-C", str(prefix), "bench", "BENCH_SHORT=1"], capture_output=True,
+                         text=True, check=False)
+    assert dry.returncode == 0, dry.stderr
+    assert f"{prefix}/venv/bin/python -m benchmarks --model {prefix}/model/digitspot.onnx" in dry.stdout
+
+
+def test_installed_daemon_config_is_valid(deployment: Deployment) -> None:
+    """The generated edge.toml + secrets.env load with the installed package's own config code."""
+    env = {"PATH": "/usr/bin:/bin", "DIGITSPOT_MQTT_PASSWORD": MQTT_PASSWORD}
+    code = ("import sys; from edge.config import build_config; "
+            "c = build_config(config_file=sys.argv[1]); "
+            "print(c.device_id, c.mqtt_host, c.mqtt_port, c.mqtt_username, c.mqtt_password == sys.argv[2], c.prefix)")
+    proc = subprocess.run([str(deployment.prefix / "venv" / "bin" / "python"), "-c", code,
+                           str(deployment.config_dir / "edge.toml"), MQTT_PASSWORD],
+                          env=env, capture_output=True, text=True, cwd=deployment.tmp, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split()[:3] == [DEVICE_ID, "127.0.0.1", str(recap_port(deployment))]
+    assert proc.stdout.split()[3:5] == [MQTT_USER, "True"]
+
+
+def recap_port(deployment: Deployment) -> int:
+    return json.loads(deployment.inventory.read_text())["digitspot"]["hosts"]["loopback"]["digitspot_mqtt_port"]
+
+
+def test_installed_venv_classifies_fsdd(deployment: Deployment, fsdd_test_files: list[Path]) -> None:
+    """The deployed venv (wheel + pinned deps) gives the same digits as the source tree, and they are right."""
+    files = [str(p) for p in fsdd_test_files[::10]]  # 30 official test takes over all digits and speakers
+    model = deployment.prefix / "model" / "digitspot.onnx"
+    installed = subprocess.run([str(deployment.prefix / "venv" / "bin" / "digitspot-edge"), "classify",
+                                "--model", str(model), *files],
+                               env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}, cwd=deployment.tmp,
+                               capture_output=True, text=True, check=False)
+    assert installed.returncode == 0, installed.stderr
+    source = subprocess.run([sys.executable, "-m", "edge.cli", "classify", "--model", str(deployment.model), *files],
+                            cwd=ROOT, capture_output=True, text=True, check=False)
+    assert source.returncode == 0, source.stderr
+    got = [json.loads(line)["digit"] for line in installed.stdout.splitlines()]
+    want = [json.loads(line)["digit"] for line in source.stdout.splitlines()]
+    truth = [int(Path(f).name[0]) for f in files]
+    correct = sum(g == t for g, t in zip(got, truth))
+    print(f"installed venv: {correct}/{len(files)} FSDD test takes correct; equal to source tree: {got == want}")
+    assert got == want
+    if os.environ.get("DIGITSPOT_TEST_MODEL") is None:  # the shipped model, not a stand-in
+        assert correct >= 0.8 * len(files)
+
+
+def test_refuses_unsupported_architecture(deployment: Deployment) -> None:
+    """A 32-bit OS is refused before anything is touched (simulated: this amd64 host made 'unsupported')."""
+    proc = deployment.run("-e", '{"digitspot_supported_architectures": ["arm64"]}')
+    assert proc.returncode != 0
+    assert "digitspot needs a 64-bit OS" in proc.stdout
+    assert recap(proc)["changed"] == 0
