@@ -63,6 +63,9 @@ def log(message: str) -> None:
 @click.option("--seed", type=int, default=0, help="Seed for streams, gaps and noise")
 @click.option("--broker", default=None, metavar="HOST:PORT",
               help="Use this MQTT broker instead of starting a private Mosquitto")
+@click.option("--daemon-command", default=None, metavar="CMD",
+              help="Command that runs the daemon  [default: this Python's `-m edge run`], e.g. "
+                   "'/opt/digitspot/venv/bin/digitspot-edge run'")
 @click.option("--with-oh", is_flag=True, help="Let PocketSphinx's grammar also accept 'oh' for 0")
 @click.option("--max-p99-ms", type=float, default=15.0, help="Gate: INT8 inference p99")
 @click.option("--max-e2e-p95-ms", type=float, default=150.0, help="Gate: end of speech -> subscriber p95")
@@ -73,7 +76,7 @@ def log(message: str) -> None:
 @click.option("--docs", type=click.Path(path_type=Path), default=None,
               help="Also write this Markdown page with the headline table (make bench: docs/bench.md)")
 def main(model, fp32_model, torchscript, data_dir, short, only, runs, warmup, e2e_words, hour_seconds,
-         idle_seconds, snr_db, noise, seed, broker, with_oh, max_p99_ms, max_e2e_p95_ms, max_e2e_p50_ms,
+         idle_seconds, snr_db, noise, seed, broker, daemon_command, with_oh, max_p99_ms, max_e2e_p95_ms, max_e2e_p50_ms,
          out_dir, stem, docs) -> None:
     """Benchmarks of issue 4: inference latency, end to end through the daemon and Mosquitto, throughput
     and footprint, PocketSphinx side by side, and the accuracy suite. Writes
@@ -85,6 +88,10 @@ def main(model, fp32_model, torchscript, data_dir, short, only, runs, warmup, e2
     from edge.errors import EXIT_NOINPUT, DigitspotError
 
     started = time.monotonic()
+    if daemon_command:
+        from benchmarks import daemon as daemon_module
+
+        daemon_module.daemon_prefix[:] = shlex.split(daemon_command)
     model = Path(model) if model else default_model_path()
     fp32_model = fp32_model or _sibling(model, "digitspot-fp32.onnx")
     torchscript = torchscript or _sibling(model, "digitspot.pt")
@@ -106,7 +113,8 @@ def main(model, fp32_model, torchscript, data_dir, short, only, runs, warmup, e2
         "mode": "short" if short else "full", "command": shlex.join(["python", "-m", "benchmarks", *sys.argv[1:]]),
         "machine": machine, "counts": counts, "sections": sections, "errors": {}, "figures": {},
         "settings": {"snr_db": snr_db, "noise": noise, "seed": seed, "data_dir": str(data_dir),
-                     "broker": broker or "private Mosquitto on a free loopback port"},
+                     "broker": broker or "private Mosquitto on a free loopback port",
+                     "daemon_command": daemon_command or "python -m edge run"},
     }
     try:
         from edge.card import load_card

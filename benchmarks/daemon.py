@@ -17,10 +17,16 @@ from benchmarks.subscriber import now_ns
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
+# The daemon under test: this interpreter's ``digitspot-edge run``. ``--daemon-command`` replaces the prefix,
+# e.g. to measure the daemon of another install (the Pi's /opt/digitspot venv).
+DEFAULT_DAEMON = [sys.executable, "-m", "edge", "run"]
+daemon_prefix: list[str] = list(DEFAULT_DAEMON)
+
+
 def daemon_command(model: Path, *, host: str, port: int, device_id: str, topic_prefix: str,
                    input_rate: int, extra: list[str] | None = None, print_events: bool = False,
                    min_confidence: float | None = None) -> list[str]:
-    cmd = [sys.executable, "-m", "edge", "run", "--model", str(model), "--source", "stdin",
+    cmd = [*daemon_prefix, "--model", str(model), "--source", "stdin",
            "--input-rate", str(input_rate), "--mqtt-host", host, "--mqtt-port", str(port),
            "--device-id", device_id, "--topic-prefix", topic_prefix, "--log-level", "warning"]
     if min_confidence is not None:
@@ -131,10 +137,27 @@ class Daemon:
     def write(self, data: bytes) -> int:
         """Write all of ``data`` to the daemon's stdin; returns CLOCK_MONOTONIC ns when the write returned."""
         view = memoryview(data)
-        while view:
-            n = os.write(self.fd, view)
-            view = view[n:]
+        try:
+            while view:
+                n = os.write(self.fd, view)
+                view = view[n:]
+        except BrokenPipeError:
+            code = self.wait(10)
+            raise RuntimeError(f"the daemon exited ({code}) while reading its input: "
+                               + " | ".join(self.stderr_tail(8))) from None
         return now_ns()
+
+    def peak_rss_mb(self) -> float | None:
+        """The daemon's own high-water RSS (VmHWM) so far.
+
+        Not ``ru_maxrss`` from wait4: on Linux, exec() folds the high-water mark of the memory image
+        it replaces into the child's ru_maxrss, and with vfork/posix_spawn that image is ours (the
+        benchmark process, with its numpy streams), so ru_maxrss would report our size, not the daemon's.
+        """
+        try:
+            return proc_rss_mb(self.proc.pid).get("VmHWM")
+        except OSError:
+            return None
 
     def alive(self) -> bool:
         return self.proc.poll() is None
@@ -147,6 +170,8 @@ class Daemon:
 
     def wait(self, timeout: float) -> int:
         """Reap the child with wait4 so its own rusage (CPU seconds, peak RSS) is ours to read."""
+        if self.returncode is not None:
+            return self.returncode
         deadline = time.monotonic() + timeout
         while True:
             pid, status, usage = os.wait4(self.proc.pid, os.WNOHANG)

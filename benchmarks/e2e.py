@@ -1,23 +1,12 @@
 """End to end through the real daemon and a real broker, and the daemon's throughput and footprint.
 
-Latency definition (what "end of speech to subscriber" means here, exactly):
-
-* The labelled stream is fed to ``digitspot-edge run --source stdin`` as raw s16le in 10 ms chunks,
-  each written when CLOCK_MONOTONIC reaches its due time (``t0 + k x 10 ms``), like a sound card
-  delivering periods.
-* A word's end time is the moment the ``write()`` of the chunk holding its last sample returned: from
-  then on the sample is in the kernel pipe, readable by the daemon, exactly as a microphone period is
-  readable once the driver has delivered it. Words are trimmed to their last sample above -35 dB of
-  their peak, so the end of the samples is the end of speech.
-* An independent subscriber process stamps each ``<prefix>/digit`` message with CLOCK_MONOTONIC in
-  paho's on_message. CLOCK_MONOTONIC is a single system-wide clock on Linux, so the difference of the
-  two stamps is the latency, with no clock offset to estimate: this is why it is exact (to the
-  scheduler's wake-up jitter, which is reported as the feeder's lateness).
+The latency definition is :data:`LATENCY_DEFINITION` (it is copied into every report).
 """
 
 from __future__ import annotations
 
 import json
+import re
 import time
 import uuid
 from pathlib import Path
@@ -33,10 +22,25 @@ from benchmarks.stats import poisson_rate, summarize
 from benchmarks.subscriber import now_ns
 
 CHUNK_MS = 10
+
+LATENCY_DEFINITION = [
+    ("The labelled stream is fed to `digitspot-edge run --source stdin` as raw s16le in 10 ms chunks, each "
+    "written when CLOCK_MONOTONIC reaches its due time (t0 + k x 10 ms), like a sound card delivering periods."),
+    ("A word's end time is the moment the write() of the chunk holding its last sample returned: from then on "
+    "the sample is in the kernel pipe, readable by the daemon, as a microphone period is once the driver has "
+    "delivered it. Words are trimmed to their last 10 ms frame above -35 dB of their loudest, so the end of "
+    "the samples is the end of speech (untrimmed FSDD files carry up to ~0.8 s of trailing silence, which "
+    "would flatter the daemon)."),
+    ("An independent subscriber process stamps each `<prefix>/digit` message with CLOCK_MONOTONIC in paho's "
+    "on_message. CLOCK_MONOTONIC is one system-wide clock on Linux, shared by all processes, so the "
+    "difference of the two stamps is the latency with no clock offset to estimate: that is why it is exact, "
+    "up to the scheduler's wake-up jitter, which is reported as the feeder's lateness."),
+]
 READY_TIMEOUT_S = 60
 
 
 def _topic_prefix(tag: str) -> tuple[str, str]:
+    tag = re.sub(r"[^a-z0-9]+", "-", tag.lower()).strip("-")  # no MQTT wildcards (+, #) in topics
     device_id = f"bench-{tag}-{uuid.uuid4().hex[:6]}"
     return device_id, f"digitspot-bench/{device_id}"
 
@@ -118,6 +122,7 @@ def run_e2e(stream: LabelledStream, model: Path, host: str, port: int, *, max_la
     try:
         ready_s = _wait_ready(daemon, subscriber, prefix)
         fed = feed_paced(daemon, stream.pcm16(), stream.rate, label="end-to-end stream")
+        peak_rss = daemon.peak_rss_mb()
     finally:
         code = _finish(daemon, subscriber)
     entry, cs = fed["entry_ns"], fed["chunk_samples"]
@@ -136,15 +141,17 @@ def run_e2e(stream: LabelledStream, model: Path, host: str, port: int, *, max_la
         "stream": stream.description,
         "feed": {"chunk_ms": CHUNK_MS, "source": "stdin s16le", "input_rate": stream.rate,
                  "writer_lateness_ms": fed["lateness_ms"]},
-        "daemon_exit_code": code, "daemon_ready_s": ready_s,
+        "daemon_exit_code": code, "daemon_ready_s": ready_s, "daemon_peak_rss_mb": peak_rss,
         "latency_ms": summarize(matched["latencies_ms"]),
+        "published_before_last_sample": sum(1 for w in matched["per_word"]
+                                            if w["latency_ms"] is not None and w["latency_ms"] < 0),
         "latency_correct_only_ms": summarize([w["latency_ms"] for w in matched["per_word"]
                                               if w["outcome"] == "correct"]),
         "daemon_reported_latency_ms": summarize(reported),
         "outcomes": matched["counts"], "accuracy": matched["accuracy"],
         "extra_per_hour_of_gaps": poisson_rate(matched["counts"]["extra_unattributed"], gap_seconds / 3600),
         "per_word": matched["per_word"], "matching_rule": matched["rule"],
-        "latency_definition": __doc__.split("\n\n", 1)[1].strip(),
+        "latency_definition": LATENCY_DEFINITION,
         "stderr_tail": daemon.stderr_tail(),
     }
     return result
@@ -158,6 +165,8 @@ def run_unpaced(stream: LabelledStream, model: Path, host: str, port: int, *, la
     spawn = now_ns()
     try:
         feed_s = feed_unpaced(daemon, pcm, label=label)
+        time.sleep(0.2)  # let it process the last pipe-full before the high-water mark is read
+        peak_rss = daemon.peak_rss_mb()
     finally:
         code = _finish(daemon, None, timeout=300)
     wall_s = (now_ns() - spawn) / 1e9
@@ -171,13 +180,14 @@ def run_unpaced(stream: LabelledStream, model: Path, host: str, port: int, *, la
         "real_time_factor": wall_s / stream.seconds,
         "cpu_s": cpu_s, "cpu_s_per_audio_hour": cpu_s / hours,
         "cpu_user_s": usage.ru_utime, "cpu_system_s": usage.ru_stime,
-        "peak_rss_mb": usage.ru_maxrss / 1024,  # Linux reports kB
+        "peak_rss_mb": peak_rss,
         "events": len(events), "words": len(stream.utterances),
         "events_per_hour": poisson_rate(len(events), hours),
         "event_digits": [e.get("digit") for e in events][:10000],
         "stderr_tail": daemon.stderr_tail(),
         "note": "wall time includes the daemon's start-up (Python, onnxruntime, model load); "
-                "CPU and peak RSS are the child's own rusage from wait4()",
+                "CPU seconds are the child's own rusage from wait4(); peak RSS is its VmHWM from /proc "
+                "read after the last input (wait4's ru_maxrss would include the parent's image at spawn)",
     }
 
 
@@ -187,11 +197,13 @@ def run_startup(model: Path, host: str, port: int, rate: int) -> dict[str, Any]:
                                         with_subscriber=True)
     try:
         ready_s = _wait_ready(daemon, subscriber, prefix)
+        time.sleep(0.5)
+        peak_rss = daemon.peak_rss_mb()
     finally:
         code = _finish(daemon, subscriber)
     usage = daemon.rusage
     return {"ready_s": ready_s, "cpu_s": usage.ru_utime + usage.ru_stime,
-            "peak_rss_mb": usage.ru_maxrss / 1024, "daemon_exit_code": code}
+            "peak_rss_mb": peak_rss, "daemon_exit_code": code}
 
 
 def run_idle_cpu(stream: LabelledStream, model: Path, host: str, port: int, *, settle_s: float = 3.0
@@ -221,7 +233,7 @@ def run_idle_cpu(stream: LabelledStream, model: Path, host: str, port: int, *, s
         "window_s": window_s, "cpu_s": cpu, "cpu_percent_of_one_core": 100 * cpu / window_s,
         "cpu_s_per_hour_extrapolated": cpu / window_s * 3600,
         "cpu_tick_s": 1 / __import__("os").sysconf("SC_CLK_TCK"),
-        "rss_mb_at_end": rss.get("VmRSS"), "peak_rss_mb": daemon.rusage.ru_maxrss / 1024,
+        "rss_mb_at_end": rss.get("VmRSS"), "peak_rss_mb": rss.get("VmHWM"),
         "false_triggers": len(digits), "daemon_exit_code": code, "audio": stream.description,
         "note": f"measured over {window_s:.0f} s of real-time listening and extrapolated linearly to an "
                 "hour (the load is stationary: the same noise bed throughout)",
