@@ -4,7 +4,8 @@ The playbook runs exactly as `make deploy` runs it, with four differences set in
 the install prefix, config and unit directories point into a temporary directory, service management
 is off (no systemd as PID 1 here), and `become` is off (the test logs in as root). The status-topic
 health check stays on, against a test broker holding a retained `online`, so it is exercised too.
-The MQTT password comes from an ansible-vault file, as it would for a fleet.
+The MQTT password comes from an ansible-vault file, as it would for a fleet, and the test broker
+accepts nothing else.
 """
 
 from __future__ import annotations
@@ -113,9 +114,8 @@ def deployment(tmp_path_factory, sshd, built_wheel, ship_model):
 
     from edge.local_broker import LocalBroker
 
-    # Anonymous broker (it ignores the credentials the health check sends); the credentials themselves
-    # are checked where they end up: secrets.env and the daemon's own config loader.
-    with LocalBroker() as broker:
+    # The broker accepts only the vaulted credentials: the health check proves they arrive intact.
+    with LocalBroker(users={MQTT_USER: MQTT_PASSWORD}) as broker:
         # What a running daemon leaves on its status topic; the playbook's health check must find it.
         client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="deploy-test")
         client.username_pw_set(MQTT_USER, MQTT_PASSWORD)
