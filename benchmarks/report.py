@@ -237,9 +237,9 @@ def _e2e_md(e: dict | None) -> list[str]:
               _lat_row("correct words only", e["latency_correct_only_ms"]),
               _lat_row("daemon's own latency_ms field", e["daemon_reported_latency_ms"]),
               _lat_row("feeder lateness (scheduler jitter)", e["feed"]["writer_lateness_ms"]), ""]
-    lines += [f"{e.get('published_before_last_sample', 0)} words were published before their last (trimmed) sample "
-              "had been fed (negative latency): the daemon ends a word early once it is confidently classified and "
-              "quiet, and the -35 dB trim keeps faint tails it already treats as quiet.", ""]
+    lines += [(f"{e.get('published_before_last_sample', 0)} words were published before their last (trimmed) "
+               "sample had been fed (negative latency): the daemon may end a word early once it is confidently "
+               "classified, before faint tails that the -35 dB trim keeps have arrived."), ""]
     ci50, ci95 = e["latency_ms"].get("p50_ci95"), e["latency_ms"].get("p95_ci95")
     if ci50 and ci95:
         lines += [f"Bootstrap 95% intervals: p50 {ci50[0]:.1f}-{ci50[1]:.1f} ms, p95 {ci95[0]:.1f}-{ci95[1]:.1f} ms.", ""]
