@@ -210,8 +210,9 @@ def read_password(cfg: EdgeConfig, environ: Mapping[str, str]) -> str | None:
                 f"mqtt_password_file {cfg.mqtt_password_file} cannot be read ({type(exc).__name__}); "
                 "check the path and that the daemon's user may read it"
             ) from exc
-        return text.rstrip("\r\n")
-    return environ.get(PASSWORD_ENV)
+        return text.rstrip("\r\n") or None
+    # An empty variable (e.g. ``DIGITSPOT_MQTT_PASSWORD=`` in a systemd EnvironmentFile) means: none.
+    return environ.get(PASSWORD_ENV) or None
 
 
 def build_config(

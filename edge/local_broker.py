@@ -91,6 +91,10 @@ class LocalBroker:
                  "log_dest stderr", "log_type error", "log_type warning"]
         if self.verbose:
             lines += ["log_type notice", "log_type information", "connection_messages true"]
+        if hasattr(os, "geteuid") and os.geteuid() == 0:
+            # Started as root, mosquitto would drop to user `mosquitto`, which cannot read our private
+            # temporary files (password file, keys). This broker is a test/demo tool: keep the caller's user.
+            lines.append("user root")
         lines.append("per_listener_settings false")
         if self.users:
             pwfile = self.workdir / "passwords"

@@ -162,9 +162,11 @@ class MqttPublisher:
         if was:
             log.warning("MQTT connection lost (%s); digits are queued (up to %d) until it is back",
                         reason_code, self.cfg.queue_size)
-        else:
+        elif self._last_problem is None:
             self._problem(f"MQTT broker {self.cfg.mqtt_host}:{self.cfg.mqtt_port} closed the connection "
                           f"({reason_code}){self._tls_hint() if reason_code.is_failure else ''}")
+        else:  # the close that follows a refusal already logged
+            log.debug("MQTT connection closed (%s)", reason_code)
 
     def _on_publish(self, client, userdata, mid, reason_code, properties) -> None:
         with self.cond:
