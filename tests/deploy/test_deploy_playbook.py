@@ -253,3 +253,15 @@ def test_refuses_unsupported_architecture(deployment: Deployment) -> None:
     assert proc.returncode != 0
     assert "digitspot needs a 64-bit OS" in proc.stdout
     assert recap(proc)["changed"] == 0
+
+
+def test_example_inventory_parses() -> None:
+    """deploy/inventory.example.yml is a valid inventory whose hosts are in the group the playbook targets."""
+    proc = subprocess.run([venv_tool("ansible-inventory"), "-i", str(ROOT / "deploy" / "inventory.example.yml"),
+                           "--list"], env=ansible_env(), capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(proc.stdout)
+    hosts = data["digitspot"]["hosts"]
+    assert len(hosts) >= 2
+    device_ids = {data["_meta"]["hostvars"][h]["digitspot_device_id"] for h in hosts}
+    assert len(device_ids) == len(hosts)
