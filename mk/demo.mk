@@ -1,4 +1,9 @@
 # Owned by the edge daemon work: `make demo`.
+# A private Mosquitto on a free loopback port, the daemon on the bundled recording in real time, and a
+# subscriber printing digit, confidence and latency; then everything is shut down cleanly.
+DEMO_INPUT ?= artifacts/samples/demo_digits.wav
+DEMO_MODEL ?=
+
 .PHONY: demo
-demo: venv  ## classify the bundled sample recordings (becomes the daemon demo)
-	$(VENV)/bin/digitspot-edge classify artifacts/samples/*.wav
+demo: venv  ## the daemon on a bundled recording, a private Mosquitto, a subscriber printing each digit
+	$(PY) -m edge.demo --input $(DEMO_INPUT) $(if $(DEMO_MODEL),--model $(DEMO_MODEL))
