@@ -12,7 +12,9 @@ This script builds that aarch64 world without a Pi:
 2. the digitspot wheel and its dependencies as aarch64 wheels (``pip --platform ... --only-binary``),
    pinned to the versions of this machine's venv so that only the architecture differs;
 3. ``qemu-aarch64-static -L sysroot sysroot/usr/bin/python3.11 -m edge.cli classify`` on N official
-   test takes, and the same command with this machine's Python; every digit must be equal.
+   test takes, and the same command with this machine's Python; every digit must be equal;
+4. the daemon itself (``edge.cli run --source file --print --no-mqtt``: webrtcvad, the resampler, the
+   segmenter) on a stream of 8 test takes separated by silence: the same digits on both.
 
 Downloads are cached in ``--cache`` (default ``cache/arm``, gitignored), so a re-run needs no network.
 Exit 0 when all predictions agree, 1 otherwise; the summary line starts with ``arm-check:``.
@@ -168,6 +170,32 @@ def classify(cmd_prefix: list[str], model: Path, files: list[Path], cwd: Path, e
     return {row["path"]: row for row in map(json.loads, proc.stdout.splitlines())}
 
 
+def write_stream(files: list[Path], path: Path) -> list[int]:
+    """Spoken digits separated by 0.7 s of silence, as one WAV: what a microphone would deliver."""
+    import numpy as np
+    import soundfile as sf
+
+    pieces, rate = [], None
+    for f in files:
+        audio, sr = sf.read(f, dtype="float32", always_2d=False)
+        rate = rate or sr
+        if sr != rate:
+            continue
+        pieces += [np.zeros(int(0.7 * sr), dtype=np.float32), audio]
+    pieces.append(np.zeros(int(0.7 * rate), dtype=np.float32))
+    sf.write(path, np.concatenate(pieces), rate)
+    return [int(f.name[0]) for f in files]
+
+
+def run_daemon(cmd_prefix: list[str], model: Path, stream: Path, cwd: Path, env: dict[str, str]) -> list[int]:
+    cmd = [*cmd_prefix, "-m", "edge.cli", "run", "--model", str(model), "--source", "file", "--input", str(stream),
+           "--print", "--no-mqtt", "--log-level", "warning"]
+    proc = subprocess.run(cmd, cwd=cwd, env=env, text=True, capture_output=True, check=False)
+    if proc.returncode != 0:
+        sys.exit(f"arm-check: the daemon failed (exit {proc.returncode}): {' '.join(cmd[:6])} ...\n{proc.stderr}")
+    return [json.loads(line)["digit"] for line in proc.stdout.splitlines() if line.startswith("{")]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -216,6 +244,13 @@ def main(argv: list[str] | None = None) -> int:
         host_env = {**os.environ, "PYTHONPATH": str(ROOT)}
         host = classify([sys.executable], model, files, tmp_path, host_env)
 
+        stream = tmp_path / "stream.wav"
+        spoken = write_stream(files[3::7][:8], stream)
+        t0 = time.monotonic()
+        arm_daemon = run_daemon(qemu, model, stream, tmp_path, arm_env)
+        arm_daemon_s = time.monotonic() - t0
+        host_daemon = run_daemon([sys.executable], model, stream, tmp_path, host_env)
+
     agree, rows, max_delta = 0, [], 0.0
     for f in files:
         a, h = arm.get(str(f), {}), host.get(str(f), {})
@@ -232,13 +267,17 @@ def main(argv: list[str] | None = None) -> int:
         "files": len(files), "agree": agree, "aarch64_correct": correct, "max_confidence_delta": max_delta,
         "aarch64_classify_seconds": round(arm_s, 1), "setup_seconds": round(setup_s, 1),
         "onnxruntime": probe[2], "pins": pins, "model": str(model), "rows": rows,
+        "daemon": {"spoken": spoken, "aarch64": arm_daemon, "x86_64": host_daemon,
+                   "equal": arm_daemon == host_daemon, "aarch64_seconds": round(arm_daemon_s, 1)},
     }
     if args.json:
         args.json.write_text(json.dumps(summary, indent=2) + "\n")
     print(f"arm-check: {agree}/{len(files)} predictions equal on aarch64 (qemu) and {platform.machine()}; "
           f"aarch64 correct {correct}/{len(files)}; max |confidence delta| {max_delta:.4f}; "
           f"onnxruntime {probe[2]}; classify under qemu {arm_s:.1f} s, setup {setup_s:.1f} s")
-    return 0 if agree == len(files) else 1
+    print(f"arm-check: daemon on a {len(spoken)}-word stream: aarch64 {arm_daemon}, {platform.machine()} "
+          f"{host_daemon}, spoken {spoken}: {'equal' if arm_daemon == host_daemon else 'DIFFERENT'}")
+    return 0 if agree == len(files) and arm_daemon == host_daemon and arm_daemon else 1
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """`make arm-check` as a test: the edge package on aarch64 (qemu-user) must give the x86 digits.
 
-Runs deploy/arm_check.py on 60 FSDD official test takes with the shipped model. The first run on a
+Runs deploy/arm_check.py on 60 FSDD official test takes with the shipped model, and the daemon on a
+stream of 8 of them. The first run on a
 machine downloads Debian's arm64 python3.11 (+ libraries) and the aarch64 wheels into cache/arm
 (gitignored); later runs are offline and take well under a minute.
 """
@@ -31,3 +32,6 @@ def test_edge_on_aarch64_matches_x86(tmp_path: Path, built_wheel: Path, ship_mod
     assert result["files"] == COUNT >= 50
     assert result["agree"] == COUNT, [r for r in result["rows"] if r["aarch64"] != r["x86_64"]]
     assert result["max_confidence_delta"] < 1e-3
+    # The daemon (VAD, resampler, segmenter, classifier) on a stream of spoken digits: same digits on both.
+    daemon = result["daemon"]
+    assert daemon["aarch64"] and daemon["equal"], daemon
