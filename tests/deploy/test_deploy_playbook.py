@@ -126,6 +126,7 @@ def deployment(tmp_path_factory, sshd, built_wheel, ship_model):
         client.disconnect()
 
         deploy = Deployment(tmp_path_factory.mktemp("deploy"), sshd, built_wheel, ship_model, broker.port)
+        deploy.broker = broker
         deploy.first = deploy.run()
         deploy.second = deploy.run() if deploy.first.returncode == 0 else None
         yield deploy
@@ -171,8 +172,8 @@ def test_files_and_modes(deployment: Deployment) -> None:
         cfg / "edge.toml": ("0640", "root:digitspot"),
         cfg / "secrets.env": ("0600", "root:root"),
         deployment.unit_dir / "digitspot.service": ("0644", "root:root"),
-        prefix / "model" / "digitspot.onnx": ("0644", "root:root"),
-        prefix / "model" / "digitspot.onnx.json": ("0644", "root:root"),
+        prefix / "model" / deployment.model.name: ("0644", "root:root"),
+        prefix / "model" / f"{deployment.model.name}.json": ("0644", "root:root"),
         prefix / "bin" / "digitspot-check-status": ("0755", "root:root"),
     }
     actual = {path: (_mode(path), _owner(path)) for path in expected}
@@ -185,7 +186,7 @@ def test_files_and_modes(deployment: Deployment) -> None:
     secrets = (cfg / "secrets.env").read_text()
     assert MQTT_PASSWORD not in toml and "password" not in toml.replace("# password", "").split("#")[0]
     assert 'DIGITSPOT_MQTT_PASSWORD="pw-\\"quoted\\"-$HOME-\\\\-s3cret"' in secrets
-    assert f'model = "{prefix}/model/digitspot.onnx"' in toml
+    assert f'model = "{prefix}/model/{deployment.model.name}"' in toml
     assert f'device_id = "{DEVICE_ID}"' in toml and 'device = "USB"' in toml
 
     # The installed unit is the repository's, with only the two prefixes rewritten.
@@ -204,7 +205,7 @@ def test_files_and_modes(deployment: Deployment) -> None:
     dry = subprocess.run(["make", "-n", "-C", str(prefix), "bench", "BENCH_SHORT=1"], capture_output=True,
                          text=True, check=False)
     assert dry.returncode == 0, dry.stderr
-    assert f"{prefix}/venv/bin/python -m benchmarks --model {prefix}/model/digitspot.onnx" in dry.stdout
+    assert f"{prefix}/venv/bin/python -m benchmarks --model {prefix}/model/{deployment.model.name}" in dry.stdout
 
 
 def test_installed_daemon_config_is_valid(deployment: Deployment) -> None:
@@ -228,7 +229,7 @@ def recap_port(deployment: Deployment) -> int:
 def test_installed_venv_classifies_fsdd(deployment: Deployment, fsdd_test_files: list[Path]) -> None:
     """The deployed venv (wheel + pinned deps) gives the same digits as the source tree, and they are right."""
     files = [str(p) for p in fsdd_test_files[::10]]  # 30 official test takes over all digits and speakers
-    model = deployment.prefix / "model" / "digitspot.onnx"
+    model = deployment.prefix / "model" / deployment.model.name
     installed = subprocess.run([str(deployment.prefix / "venv" / "bin" / "digitspot-edge"), "classify",
                                 "--model", str(model), *files],
                                env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}, cwd=deployment.tmp,
@@ -245,6 +246,37 @@ def test_installed_venv_classifies_fsdd(deployment: Deployment, fsdd_test_files:
     assert got == want
     if os.environ.get("DIGITSPOT_TEST_MODEL") is None:  # the shipped model, not a stand-in
         assert correct >= 0.8 * len(files)
+
+
+def _publish_status(broker, value: str) -> None:
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="deploy-test-status")
+    client.username_pw_set(MQTT_USER, MQTT_PASSWORD)
+    client.connect(broker.host, broker.port)
+    client.loop_start()
+    client.publish(f"digitspot/{DEVICE_ID}/status", value, qos=1, retain=True).wait_for_publish(10)
+    client.loop_stop()
+    client.disconnect()
+
+
+def test_health_check_sees_offline(deployment: Deployment) -> None:
+    """The installed status check fails (exit 1) while the device's retained status says offline."""
+    check = [str(deployment.prefix / "venv" / "bin" / "python"), str(deployment.prefix / "bin" / "digitspot-check-status"),
+             "--config", str(deployment.config_dir / "edge.toml"), "--timeout", "3"]
+    env = {"PATH": "/usr/bin:/bin", "DIGITSPOT_MQTT_PASSWORD": MQTT_PASSWORD}
+    try:
+        _publish_status(deployment.broker, "offline")
+        offline = subprocess.run(check, env=env, capture_output=True, text=True, check=False)
+        assert offline.returncode == 1 and "offline" in offline.stdout, offline.stdout + offline.stderr
+        wrong = subprocess.run(check, env={**env, "DIGITSPOT_MQTT_PASSWORD": "wrong"}, capture_output=True,
+                               text=True, check=False)
+        assert wrong.returncode == 69 and "refused" in wrong.stderr, wrong.stdout + wrong.stderr
+    finally:
+        _publish_status(deployment.broker, "online")
+    online = subprocess.run(check, env=env, capture_output=True, text=True, check=False)
+    assert online.returncode == 0 and online.stdout.strip().endswith("online"), online.stdout + online.stderr
 
 
 def test_refuses_unsupported_architecture(deployment: Deployment) -> None:
