@@ -62,6 +62,7 @@ class EdgeConfig:
     early_confidence: float = 0.85  # confidence needed to end a word after offset_ms instead of hangover_ms
     min_segment_ms: int = 60  # shorter bursts (of active audio) are clicks, not digits
     max_segment_ms: int = 1500  # a segment is cut and classified at this length
+    min_voicing: float = 0.5  # pitch periodicity (0-1) a segment needs to be a word; 0 turns the check off
     onset_db: float = 9.0  # speech must be this many dB above the noise floor to start a segment
     offset_db: float = 6.0  # frames below floor + this many dB count as quiet
     # MQTT
@@ -252,6 +253,8 @@ def validate(cfg: EdgeConfig) -> None:
     cfg.log_level = cfg.log_level.lower()
     if not 0.0 <= cfg.min_confidence <= 1.0:
         raise bad("min_confidence", "must be between 0 and 1")
+    if not 0.0 <= cfg.min_voicing <= 1.0:
+        raise bad("min_voicing", "must be between 0 and 1 (0 turns the check off)")
     if not 0.0 <= cfg.early_confidence <= 1.0:
         raise bad("early_confidence", "must be between 0 and 1")
     if cfg.vad_mode not in (0, 1, 2, 3):

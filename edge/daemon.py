@@ -74,7 +74,7 @@ class Daemon:
                 preroll_ms=cfg.preroll_ms, hangover_ms=cfg.hangover_ms, offset_ms=cfg.offset_ms,
                 early_confidence=cfg.early_confidence, min_confidence=cfg.min_confidence,
                 min_segment_ms=cfg.min_segment_ms, max_segment_ms=cfg.max_segment_ms,
-                onset_db=cfg.onset_db, offset_db=cfg.offset_db,
+                onset_db=cfg.onset_db, offset_db=cfg.offset_db, min_voicing=cfg.min_voicing,
             ),
             self.classifier.classify,
         )

@@ -89,6 +89,7 @@ RUN_OPTIONS = [
     opt("offset_ms", "Quiet (ms) after which a confidently classified word ends", type=int),
     opt("min_segment_ms", "Shorter sounds are ignored (ms of active audio)", type=int),
     opt("max_segment_ms", "Longer sounds are not a digit and are ignored (ms)", type=int),
+    opt("min_voicing", "Pitch periodicity (0-1) a sound needs to count as a word; 0: off", type=float),
     opt("onset_db", "A word starts this many dB above the noise floor", type=float),
     opt("offset_db", "Frames within this many dB of the noise floor are quiet", type=float),
     switch("print", "Also write each digit event as a JSON line to stdout", on="--print", off="--no-print"),
