@@ -48,7 +48,20 @@ ABS_ONSET_DBFS = -65.0  # nothing this quiet starts a word, whatever the floor
 FLOOR_MIN_DBFS = -90.0
 RELEASE_DB = 40.0  # frames this far below the segment's peak are quiet too (room reverberation)
 ONSET_MS = 20
-TAIL_PAD_MS = 20  # audio kept after the last active frame when classifying
+TAIL_PAD_MS = 20
+HIGHPASS_HZ = 150.0  # frame energies ignore what is below this  # audio kept after the last active frame when classifying
+
+
+def _highpass_taps(cutoff_hz: float = 150.0, rate: int = 8000, taps: int = 161) -> np.ndarray:
+    n = np.arange(taps) - taps // 2
+    lowpass = 2 * cutoff_hz / rate * np.sinc(2 * cutoff_hz / rate * n) * np.hamming(taps)
+    lowpass /= lowpass.sum()
+    highpass = -lowpass
+    highpass[taps // 2] += 1.0
+    return highpass.astype(np.float32)
+
+
+_HIGHPASS = _highpass_taps()
 
 
 def periodicity(samples: np.ndarray, frame: int = 240, hop: int = 120, lags: tuple[int, int] = (20, 100),
@@ -60,6 +73,8 @@ def periodicity(samples: np.ndarray, frame: int = 240, hop: int = 120, lags: tup
     frame is not enough). Measured on the FSDD test takes over pink noise: voiced words >= 0.55 (all
     300), band-limited noise bursts < 0.5 (400 of 400). Assumes 8 kHz audio (the model's rate).
     """
+    if len(samples) > len(_HIGHPASS):
+        samples = np.convolve(samples, _HIGHPASS, mode="valid")  # no rumble: it correlates at every lag
     n = (len(samples) - frame) // hop + 1
     if n <= 0:
         return 0.0
@@ -138,6 +153,10 @@ class VadSegmenter:
         self.min_frames = frames_for(settings.min_segment_ms)
         self.max_frames = frames_for(settings.max_segment_ms)
         self.pad_frames = round(TAIL_PAD_MS / settings.frame_ms)
+        self.window = np.hanning(self.frame + 2)[1:-1].astype(np.float32)
+        self.low_bin = int(np.ceil(HIGHPASS_HZ * self.frame / rate))
+        # full-scale sine -> about -3 dB, as for a plain mean square
+        self.power_scale = 2.0 / (self.frame * float(np.sum(self.window.astype(np.float64) ** 2)))
         self.idle_energy: collections.deque[float] = collections.deque(maxlen=max(10, 1000 // settings.frame_ms))
         self.floor_every = max(1, 100 // settings.frame_ms)
         self.floor_count = 0
@@ -206,8 +225,11 @@ class VadSegmenter:
 
     # -- per frame -----------------------------------------------------------------------------
     def _frame(self, frame: np.ndarray, t_end: float) -> Utterance | None:
-        energy = float(np.dot(frame, frame)) / len(frame)
-        db = 10.0 * np.log10(energy + 1e-10)
+        # Energy above ~150 Hz only: rumble, wind and the sub-audio wander of pink noise carry much of a
+        # room's noise energy and none of a word's, and would keep a finished word "loud".
+        spectrum = np.fft.rfft(frame * self.window)
+        power = spectrum.real[self.low_bin :] ** 2 + spectrum.imag[self.low_bin :] ** 2
+        db = 10.0 * np.log10(float(power.sum()) * self.power_scale + 1e-10)
         start_sample = self.position
         self.position += len(frame)
         if self.floor_db is None:
