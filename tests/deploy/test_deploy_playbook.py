@@ -15,10 +15,13 @@ import json
 import os
 import pwd
 import re
+import shlex
+import shutil
 import stat
 import subprocess
 import sys
 import tarfile
+import tempfile
 import time
 from pathlib import Path
 
@@ -46,11 +49,14 @@ def test_ansible_lint() -> None:
 
 
 class Deployment:
-    def __init__(self, tmp: Path, sshd, wheel: Path, model: Path, broker_port: int):
+    def __init__(self, tmp: Path, root: Path, sshd, wheel: Path, model: Path, broker_port: int):
         self.tmp = tmp
-        self.prefix = tmp / "opt" / "digitspot"
-        self.config_dir = tmp / "etc" / "digitspot"
-        self.unit_dir = tmp / "etc" / "systemd" / "system"
+        # The stand-ins for / live where the unprivileged service user can reach them (pytest's own
+        # temporary directories are 0700 root), so the sandbox test can run the daemon as that user.
+        self.root = root
+        self.prefix = root / "opt" / "digitspot"
+        self.config_dir = root / "etc" / "digitspot"
+        self.unit_dir = root / "etc" / "systemd" / "system"
         self.unit_dir.mkdir(parents=True)
         self.benchmarks_archive = wheel.parent / "benchmarks.tar.gz"
         self.model = model
@@ -125,11 +131,16 @@ def deployment(tmp_path_factory, sshd, built_wheel, ship_model):
         client.loop_stop()
         client.disconnect()
 
-        deploy = Deployment(tmp_path_factory.mktemp("deploy"), sshd, built_wheel, ship_model, broker.port)
+        root = Path(tempfile.mkdtemp(prefix="digitspot-deploy-test-"))
+        root.chmod(0o755)
+        deploy = Deployment(tmp_path_factory.mktemp("deploy"), root, sshd, built_wheel, ship_model, broker.port)
         deploy.broker = broker
         deploy.first = deploy.run()
         deploy.second = deploy.run() if deploy.first.returncode == 0 else None
-        yield deploy
+        try:
+            yield deploy
+        finally:
+            shutil.rmtree(root, ignore_errors=True)
 
 
 def _explain(proc: subprocess.CompletedProcess[str]) -> str:
@@ -277,6 +288,102 @@ def test_health_check_sees_offline(deployment: Deployment) -> None:
         _publish_status(deployment.broker, "online")
     online = subprocess.run(check, env=env, capture_output=True, text=True, check=False)
     assert online.returncode == 0 and online.stdout.strip().endswith("online"), online.stdout + online.stderr
+
+
+def _syscall_groups() -> dict[str, list[str]]:
+    """`systemd-analyze syscall-filter`: every @group with its members (system calls and @subgroups)."""
+    out = subprocess.run(["systemd-analyze", "syscall-filter", "--no-pager"], capture_output=True, text=True,
+                         check=True).stdout
+    groups: dict[str, list[str]] = {}
+    current: list[str] | None = None
+    for line in out.splitlines():
+        if line.startswith("@"):
+            current = groups.setdefault(line.strip(), [])
+        elif current is not None and line.strip() and not line.strip().startswith("#"):
+            current.append(line.strip())
+    return groups
+
+
+def unit_allowed_syscalls(unit_text: str) -> set[str]:
+    """The allow list systemd builds from the unit's SystemCallFilter= lines (allow list, then ~removals)."""
+    groups = _syscall_groups()
+
+    def expand(item: str) -> set[str]:
+        if not item.startswith("@"):
+            return {item}
+        return set().union(*(expand(member) for member in groups[item]))
+
+    allowed: set[str] = set()
+    for line in unit_text.splitlines():
+        if line.startswith("SystemCallFilter="):
+            value = line.split("=", 1)[1].strip()
+            names = set().union(*(expand(word) for word in value.lstrip("~").split()))
+            allowed = allowed - names if value.startswith("~") else allowed | names
+    # systemd always permits these, whatever the filter says
+    return allowed | {"execve", "exit", "exit_group", "getrlimit", "rt_sigreturn", "sigreturn"}
+
+
+def test_daemon_runs_sandboxed_as_the_service_user(deployment: Deployment, fsdd_test_files: list[Path]) -> None:
+    """The installed daemon under (an approximation of) its unit's sandbox, without systemd.
+
+    As the `digitspot` user with only the groups `digitspot` and `audio`, no capabilities, no_new_privs,
+    UMask=0077 and the unit's SystemCallFilter= (every other system call fails with EPERM), the deployed
+    venv runs the daemon on a file source against the password-protected broker; the password reaches it
+    only through the environment, as from EnvironmentFile=. The same user cannot read secrets.env.
+    Not covered here (needs systemd): the mount namespace (ProtectSystem=, PrivateTmp=), the device
+    cgroup and the other namespace/kernel settings.
+    """
+    import numpy as np
+    import soundfile as sf
+
+    probe = subprocess.run(["/usr/bin/python3", "-c", "import seccomp"], capture_output=True, check=False)
+    assert probe.returncode == 0, "python3-seccomp (Debian) is needed: make sysdeps"
+    root, cfg = deployment.root, deployment.config_dir
+    unit_text = (deployment.unit_dir / "digitspot.service").read_text()
+    (root / "allowed-syscalls.txt").write_text("\n".join(sorted(unit_allowed_syscalls(unit_text))) + "\n")
+    launcher = root / "seccomp_exec.py"
+    shutil.copy(Path(__file__).with_name("seccomp_exec.py"), launcher)
+    for path in (root / "allowed-syscalls.txt", launcher):
+        path.chmod(0o644)
+
+    words = [fsdd_test_files[i] for i in (12, 160, 233)]
+    expected = [int(p.name[0]) for p in words]
+    gap = np.zeros(6400, dtype=np.float32)
+    audio = [gap] + [piece for p in words for piece in (sf.read(p, dtype="float32")[0], gap)]
+    stream = root / "words.wav"
+    sf.write(stream, np.concatenate(audio), 8000)
+    stream.chmod(0o644)
+
+    # The unit's ExecStart with only the config file swapped for one that reads the file source.
+    sandbox_cfg = cfg / "sandbox.toml"
+    sandbox_cfg.write_text((cfg / "edge.toml").read_text().replace('source = "mic"', f'source = "file"\ninput = "{stream}"')
+                           .replace('device = "USB"\n', "") + "print = true\n")
+    shutil.chown(sandbox_cfg, "root", "digitspot")
+    sandbox_cfg.chmod(0o640)
+    exec_start = next(line.split("=", 1)[1] for line in unit_text.splitlines() if line.startswith("ExecStart="))
+    argv = shlex.split(exec_start.replace(str(cfg / "edge.toml"), str(sandbox_cfg)))
+    env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "PYTHONUNBUFFERED": "1", "PYTHONDONTWRITEBYTECODE": "1",
+           "DIGITSPOT_MQTT_PASSWORD": MQTT_PASSWORD}  # what systemd reads from secrets.env as root
+    as_service_user = ["setpriv", "--reuid=digitspot", "--regid=digitspot", "--groups=digitspot,audio",
+                       "--inh-caps=-all", "--bounding-set=-all"]
+    sandboxed = [*as_service_user, "/usr/bin/python3", str(launcher), str(root / "allowed-syscalls.txt")]
+
+    secrets = subprocess.run([*as_service_user, "cat", str(cfg / "secrets.env")], capture_output=True, text=True,
+                             check=False)
+    assert secrets.returncode != 0 and MQTT_PASSWORD not in secrets.stdout
+
+    results = {}
+    for label, extra in (("filter", []), ("filter+MemoryDenyWriteExecute", ["--deny-write-execute"])):
+        proc = subprocess.run([*sandboxed, *extra, "--", *argv], env=env, cwd="/", capture_output=True, text=True,
+                              timeout=120, check=False)
+        digits = [json.loads(line)["digit"] for line in proc.stdout.splitlines() if line.startswith("{")]
+        results[label] = (proc.returncode, digits, proc.stderr)
+        print(f"sandboxed daemon ({label}): exit {proc.returncode}, digits {digits}, expected {expected}")
+    code, digits, log = results["filter"]
+    assert code == 0, log[-3000:]
+    assert "Operation not permitted" not in log and "PermissionError" not in log, log[-3000:]
+    assert sum(d == e for d, e in zip(digits, expected)) >= 2, log[-3000:]
+    assert "connected" in log.lower() or "online" in log.lower(), log[-3000:]
 
 
 def test_refuses_unsupported_architecture(deployment: Deployment) -> None:
