@@ -22,14 +22,16 @@ DEPLOY_ENV := ANSIBLE_CONFIG=$(CURDIR)/deploy/ansible.cfg
 HOST_USER := $(if $(findstring @,$(HOST)),$(firstword $(subst @, ,$(HOST))))
 HOST_NAME := $(lastword $(subst @, ,$(HOST)))
 
-.PHONY: wheel deploy arm-check
+.PHONY: wheel deploy deploy-target arm-check
 wheel: venv  ## build dist/digitspot-*.whl (+ constraints.txt, benchmarks.tar.gz) for make deploy
 	@deploy/build_wheel.sh $(DIST) $(abspath $(PY))
 
-deploy: wheel  ## install/update the daemon on a Pi: HOST=user@pi or INVENTORY=deploy/inventory.yml
+deploy-target:
 	@if [ -z "$(HOST)$(INVENTORY)" ]; then \
 	  echo "usage: make deploy HOST=user@pi   or   make deploy INVENTORY=deploy/inventory.yml  (docs/deploy.md)"; \
 	  exit 2; fi
+
+deploy: deploy-target wheel  ## install/update the daemon on a Pi: HOST=user@pi or INVENTORY=deploy/inventory.yml
 	$(DEPLOY_ENV) $(VENV)/bin/ansible-playbook deploy/playbook.yml \
 	  $(if $(INVENTORY),-i $(INVENTORY),-i '$(HOST_NAME),' -e digitspot_hosts=all $(if $(HOST_USER),-u $(HOST_USER))) \
 	  $(if $(VAULT_PASSWORD_FILE),--vault-password-file $(VAULT_PASSWORD_FILE)) $(ANSIBLE_ARGS)

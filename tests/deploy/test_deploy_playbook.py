@@ -404,3 +404,20 @@ def test_example_inventory_parses() -> None:
     assert len(hosts) >= 2
     device_ids = {data["_meta"]["hostvars"][h]["digitspot_device_id"] for h in hosts}
     assert len(device_ids) == len(hosts)
+
+
+def test_make_deploy_command_lines() -> None:
+    """`make deploy HOST=user@pi` targets that one host as that user; INVENTORY= and the vault file pass through."""
+    def dry(*args: str) -> str:
+        proc = subprocess.run(["make", "-n", "-o", "venv", "-o", "wheel", "deploy", *args], cwd=ROOT,
+                              capture_output=True, text=True, check=False)
+        assert proc.returncode == 0, proc.stderr
+        return " ".join(proc.stdout.replace("\\\n", " ").split())
+
+    one = dry("HOST=pi@kitchen-pi.local", "ANSIBLE_ARGS=-e digitspot_mqtt_host=10.0.0.5")
+    assert "deploy/playbook.yml -i 'kitchen-pi.local,' -e digitspot_hosts=all -u pi -e digitspot_mqtt_host=10.0.0.5" in one
+    fleet = dry("INVENTORY=deploy/inventory.yml", "VAULT_PASSWORD_FILE=/secret/pass")
+    assert "-i deploy/inventory.yml --vault-password-file /secret/pass" in fleet
+    usage = subprocess.run(["make", "-o", "venv", "-o", "wheel", "deploy"], cwd=ROOT, capture_output=True,
+                           text=True, check=False)
+    assert usage.returncode != 0 and "usage: make deploy HOST=user@pi" in usage.stdout
