@@ -27,6 +27,11 @@ from edge.vad_segmenter import SegmenterSettings, Utterance, VadSegmenter
 
 log = logging.getLogger("digitspot.daemon")
 
+# While no word is in progress, gather this much audio per wake-up (see AudioSource.idle_wait). A word
+# starts 20 ms of audio after its onset at the earliest and lasts >= 200 ms, so the batch is caught up
+# long before its end: the end-of-speech latency is not affected.
+IDLE_WAIT_S = 0.04
+
 
 def setup_logging(level: str) -> None:
     """One line per event on stderr. Under systemd (JOURNAL_STREAM set) journald adds the time."""
@@ -137,6 +142,7 @@ class Daemon:
                 self.notifier.watchdog()
                 for utterance in self.segmenter.push(chunk.samples, chunk.received_at):
                     self._handle(utterance)
+                self.source.idle_wait = 0.0 if self.segmenter.in_speech else IDLE_WAIT_S
                 if self.stop_requested.is_set():
                     break
             if not self.stop_requested.is_set():

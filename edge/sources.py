@@ -43,6 +43,10 @@ class AudioSource:
     def __init__(self, rate: int):
         self.rate = rate
         self.closed = False
+        # Set by the daemon: seconds of audio to gather per wake-up while no word is in progress.
+        # Waking 100 times a second to look at silence is most of an idle daemon's CPU; once a word
+        # starts this goes back to 0 and every chunk is handled the moment it arrives.
+        self.idle_wait = 0.0
 
     def __iter__(self) -> Iterator[AudioChunk]:
         raise NotImplementedError
@@ -138,7 +142,7 @@ class StdinSource(AudioSource):
 
     name = "stdin"
 
-    def __init__(self, input_rate: int, rate: int, fd: int | None = None, max_read_ms: int = 20):
+    def __init__(self, input_rate: int, rate: int, fd: int | None = None, max_read_ms: int = 200):
         super().__init__(rate)
         self.input_rate = input_rate
         self.fd = sys.stdin.fileno() if fd is None else fd
@@ -151,6 +155,8 @@ class StdinSource(AudioSource):
     def __iter__(self) -> Iterator[AudioChunk]:
         carry = b""
         while not self.closed:
+            if self.idle_wait > 0:
+                time.sleep(self.idle_wait)
             # select with a timeout so close() from a signal handler is noticed within 0.5 s
             ready, _, _ = select.select([self.fd], [], [], 0.5)
             if not ready:
@@ -349,8 +355,9 @@ class MicSource(AudioSource):
                         self._sleep(backoff)
                         backoff = min(self.max_backoff, backoff * 2)
                         continue
+                frames = self.frames_per_buffer * max(1, round(self.idle_wait * 1000 / self.chunk_ms))
                 try:
-                    data = self.stream.read(self.frames_per_buffer, exception_on_overflow=False)
+                    data = self.stream.read(frames, exception_on_overflow=False)
                 except OSError as exc:
                     log.error("microphone %r lost (%s); reopening with backoff", self.device_name, exc)
                     self.on_status(f"lost: {exc}")
