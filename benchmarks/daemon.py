@@ -25,9 +25,11 @@ daemon_prefix: list[str] = list(DEFAULT_DAEMON)
 
 def daemon_command(model: Path, *, host: str, port: int, device_id: str, topic_prefix: str,
                    input_rate: int, extra: list[str] | None = None, print_events: bool = False,
-                   min_confidence: float | None = None) -> list[str]:
-    cmd = [*daemon_prefix, "--model", str(model), "--source", "stdin",
-           "--input-rate", str(input_rate), "--mqtt-host", host, "--mqtt-port", str(port),
+                   min_confidence: float | None = None, input_file: Path | None = None) -> list[str]:
+    """``run --source stdin`` (s16le at ``input_rate``), or ``--source file --input`` (not real time)."""
+    source = ["--source", "file", "--input", str(input_file)] if input_file else [
+        "--source", "stdin", "--input-rate", str(input_rate)]
+    cmd = [*daemon_prefix, "--model", str(model), *source, "--mqtt-host", host, "--mqtt-port", str(port),
            "--device-id", device_id, "--topic-prefix", topic_prefix, "--log-level", "warning"]
     if min_confidence is not None:
         cmd += ["--min-confidence", str(min_confidence)]
@@ -133,6 +135,17 @@ class Daemon:
         self.out = LineCollector(_text(self.proc.stdout)) if capture_stdout else None
         self.rusage: resource.struct_rusage | None = None
         self.returncode: int | None = None
+        self.last_hwm_mb: float | None = None
+        threading.Thread(target=self._watch_hwm, daemon=True).start()
+
+    def _watch_hwm(self) -> None:
+        """Keep the latest VmHWM (monotonic) while the child lives: it may exit on its own (file input)."""
+        while self.returncode is None:
+            value = self.peak_rss_mb()
+            if value is None:
+                break
+            self.last_hwm_mb = value
+            time.sleep(0.1)
 
     def write(self, data: bytes) -> int:
         """Write all of ``data`` to the daemon's stdin; returns CLOCK_MONOTONIC ns when the write returned."""
@@ -155,9 +168,10 @@ class Daemon:
         benchmark process, with its numpy streams), so ru_maxrss would report our size, not the daemon's.
         """
         try:
-            return proc_rss_mb(self.proc.pid).get("VmHWM")
-        except OSError:
-            return None
+            value = proc_rss_mb(self.proc.pid).get("VmHWM")
+        except (OSError, ValueError):
+            return self.last_hwm_mb  # gone (or a zombie without memory): the last reading stands
+        return value if value is not None else self.last_hwm_mb
 
     def alive(self) -> bool:
         return self.proc.poll() is None

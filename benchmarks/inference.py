@@ -17,7 +17,7 @@ import numpy as np
 from benchmarks.onnx_graph import count_macs, parameter_counts
 from benchmarks.stats import summarize
 from edge.audio_io import fit_to_window
-from edge.card import load_card
+from edge.card import ModelCard, card_path_for, load_card
 
 
 def _time_calls(fn: Callable[[np.ndarray], Any], windows: np.ndarray, runs: int, warmup: int,
@@ -35,12 +35,26 @@ def _time_calls(fn: Callable[[np.ndarray], Any], windows: np.ndarray, runs: int,
     return out
 
 
-def onnx_runner(model: Path) -> tuple[Callable[[np.ndarray], Any], Any]:
-    """The daemon's own classifier object, timed at its ``logits`` call (session.run + array checks)."""
+def onnx_runner(model: Path, card: ModelCard) -> Callable[[np.ndarray], Any]:
+    """The daemon's own classifier object, timed at its ``logits`` call (session.run + array checks).
+
+    A model without its own card (e.g. an FP32 export shipped only for comparison) runs in a bare
+    onnxruntime session with the daemon's options and the shipped model's card for names and window.
+    """
     from edge.classifier import OnnxDigitClassifier
 
-    classifier = OnnxDigitClassifier(model, threads=1, verify=True)
-    return classifier.logits, classifier
+    if card_path_for(model).is_file():
+        return OnnxDigitClassifier(model, threads=1, verify=True).logits
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.log_severity_level = 3
+    session = ort.InferenceSession(str(model), sess_options=options, providers=["CPUExecutionProvider"])
+    return lambda x: session.run([card.output_name], {card.input_name: x})
 
 
 def torch_runners(torchscript: Path, card_training: dict) -> dict[str, Any]:
@@ -93,21 +107,27 @@ def run_inference(models: dict[str, Path], windows_audio: list[np.ndarray], *, r
     results: dict[str, Any] = {"runs": runs, "warmup": warmup, "threads": 1, "runtimes": {}, "models": {}}
     window_samples = None
     card_training: dict = {}
+    shipped_card: ModelCard | None = None
     for label, path in models.items():
         if not path.is_file():
             results["runtimes"][label] = {"skipped": f"{path} not found"}
             continue
-        card = load_card(path, verify=True)
+        if card_path_for(path).is_file() or shipped_card is None:
+            card = load_card(path, verify=True)
+        else:
+            card = shipped_card  # no card of its own: same architecture and I/O as the shipped model
+        shipped_card = shipped_card or card
         window_samples = card.window_samples
         card_training = card_training or card.training
         windows = np.stack([fit_to_window(a, card.window_samples) for a in windows_audio]).astype(np.float32)
-        fn, _ = onnx_runner(path)
+        fn = onnx_runner(path, card)
         times = _time_calls(fn, windows, runs, warmup, f"{label} ({path.name})")
         results["runtimes"][label] = {"model": str(path), "latency_ms": summarize(times),
                                       "samples_ms": [round(t, 4) for t in times.tolist()]}
         size = parameter_counts(path)
         size.update(count_macs(path, card.input_name, card.window_samples))
-        size.update({"card_parameter_count": card.parameter_count,
+        size.update({"has_own_card": card_path_for(path).is_file(),
+                     "card_parameter_count": card.parameter_count,
                      "card_nonzero_parameter_count": card.nonzero_parameter_count,
                      "quantization": card.quantization.scheme, "sha256": card.sha256, "card_name": card.name})
         results["models"][label] = size

@@ -69,3 +69,22 @@ def machine_info() -> dict[str, Any]:
 
 def is_x86_64() -> bool:
     return platform.machine().lower() in ("x86_64", "amd64")
+
+
+def cpu_times() -> list[int] | None:
+    """The system-wide ``cpu`` line of /proc/stat (user nice system idle iowait irq softirq steal ...)."""
+    try:
+        return [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def machine_busy(start: list[int] | None, end: list[int] | None) -> dict[str, float] | None:
+    """How busy the whole machine was between two :func:`cpu_times` readings (all processes, ours too)."""
+    if not start or not end:
+        return None
+    delta = [b - a for a, b in zip(start, end)]
+    total = sum(delta[:8]) or 1
+    idle = delta[3] + (delta[4] if len(delta) > 4 else 0)
+    steal = delta[7] if len(delta) > 7 else 0
+    return {"busy_percent": round(100 * (1 - idle / total), 1), "steal_percent": round(100 * steal / total, 1)}

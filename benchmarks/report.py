@@ -166,7 +166,9 @@ def render_markdown(report: dict[str, Any]) -> str:
               f"({m['usable_cores']} usable), {m['memory_mb']} MB RAM"),
               f"- OS: {m['os']}, kernel {m['kernel']}; Python {m['python']}",
               "- Versions: " + ", ".join(f"{k} {v}" for k, v in m["versions"].items() if v),
-              f"- Load average at start {m['loadavg_at_start']}, at end {report.get('loadavg_at_end')}",
+              (f"- Load average at start {m['loadavg_at_start']}, at end {report.get('loadavg_at_end')}; whole "
+               f"machine {dig(report, 'machine_busy', 'busy_percent', default='?')}% busy during the run "
+               f"(steal {dig(report, 'machine_busy', 'steal_percent', default='?')}%)"),
               f"- Command: `{report['command']}`; total benchmark wall time {report['wall_s']:.0f} s", ""]
     lines += ["## Targets (issue 4) beside the measurements", ""] + targets_table(report["targets"])
     lines += ["", ("Targets marked \"x86 dev machine\" are issue 4's figures for the 2-core x86 machine; they gate "
@@ -258,7 +260,8 @@ def _throughput_md(t: dict | None) -> list[str]:
     if not t:
         return []
     lines = ["## Throughput and footprint", ""]
-    rows = [("| input (fed via stdin, unpaced) | audio | wall | real-time factor | CPU s | CPU s per audio hour | "
+    rows = [("| input (--source file, not real time) | audio | wall | real-time factor | CPU s | "
+             "CPU s per audio hour | "
             "peak RSS | events |"), "|---|---|---|---|---|---|---|---|"]
     for key, label in (("speech_hour", "speech + noise"), ("noise_hour", "noise only (+ bursts)")):
         r = t.get(key)
