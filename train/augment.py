@@ -24,15 +24,15 @@ from edge.audio_io import fit_to_window
 
 @dataclass(frozen=True)
 class AugmentConfig:
-    p_speed: float = 0.85
+    p_speed: float = 0.75
     cents_min: float = -400.0
     cents_max: float = 900.0
-    p_reverb: float = 0.25
+    p_reverb: float = 0.2
     rt60_min: float = 0.08  # seconds
     rt60_max: float = 0.5
     gain_db_min: float = -18.0
     gain_db_max: float = 6.0
-    p_noise: float = 0.6
+    p_noise: float = 0.5
     snr_db_min: float = -3.0
     snr_db_max: float = 30.0
     p_centre: float = 0.4  # place exactly as serving does (fit_to_window), else at random

@@ -64,12 +64,16 @@ class LogMelFrontEnd(nn.Module):
     def __init__(self, cfg: FrontEndConfig = FrontEndConfig()):
         super().__init__()
         self.cfg = cfg
-        self.register_buffer("window", torch.hann_window(cfg.n_fft, periodic=True), persistent=False)
-        self.register_buffer("mel_fb", torch.from_numpy(mel_filterbank(cfg)), persistent=False)
+        # The spectrum is computed in float64: in float32 the rounding error of the FFT is ~1e-7 of the
+        # frame's peak, which the log turns into ~1e-3 differences in bins 40 dB down, and different FFT
+        # implementations (PyTorch, onnxruntime) then disagree by more than the 1e-4 parity budget.
+        self.register_buffer("window", torch.hann_window(cfg.n_fft, periodic=True, dtype=torch.float64),
+                             persistent=False)
+        self.register_buffer("mel_fb", torch.from_numpy(mel_filterbank(cfg).astype(np.float64)), persistent=False)
 
     def forward(self, audio: torch.Tensor) -> torch.Tensor:
         spec = torch.stft(
-            audio,
+            audio.to(torch.float64),
             n_fft=self.cfg.n_fft,
             hop_length=self.cfg.hop,
             win_length=self.cfg.n_fft,
@@ -79,10 +83,11 @@ class LogMelFrontEnd(nn.Module):
         )  # [B, bins, frames]
         power = spec.real.pow(2) + spec.imag.pow(2)
         mel = torch.matmul(power.transpose(1, 2), self.mel_fb)  # [B, frames, mels]
-        logmel = torch.log(mel + 1e-9)
+        # clamp, not "+ eps": the exporter dropped a tiny added constant, which broke ONNX/PyTorch parity.
+        logmel = torch.log(torch.clamp(mel, min=1e-10))
         peak = logmel.amax(dim=(1, 2), keepdim=True)
         logmel = torch.clamp(logmel - peak, min=-self.cfg.dynamic_range)
-        return logmel.transpose(1, 2).unsqueeze(1)  # [B, 1, mels, frames]
+        return logmel.to(torch.float32).transpose(1, 2).unsqueeze(1)  # [B, 1, mels, frames]
 
 
 class SpecAugment(nn.Module):

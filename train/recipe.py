@@ -28,9 +28,9 @@ class Recipe:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     teacher_arch: dict = field(default_factory=lambda: {"kind": "teacher", "kwargs": {"width": 16}})
     student_arch: dict = field(default_factory=lambda: {"kind": "student", "kwargs": {"channels": 64, "blocks": 5}})
-    fit: LoopConfig = field(default_factory=lambda: LoopConfig(epochs=24, lr=3e-3, patience=6, max_minutes=7.0))
-    distill: DistillConfig = field(default_factory=lambda: DistillConfig(epochs=24, lr=4e-3, patience=6,
-                                                                          max_minutes=10.0))
+    fit: LoopConfig = field(default_factory=lambda: LoopConfig(epochs=30, lr=3e-3, patience=8, max_minutes=8.0))
+    distill: DistillConfig = field(default_factory=lambda: DistillConfig(epochs=40, lr=4e-3, patience=8,
+                                                                          max_minutes=12.0))
     prune: PruneConfig = field(default_factory=lambda: PruneConfig(epochs=1, lr=1e-3, max_minutes=1.5,
                                                                     max_batches_per_epoch=60))
     calibration_windows: int = 256

@@ -135,6 +135,20 @@ def kd_loss(student_logits, teacher_logits, labels, alpha: float, temperature: f
     return alpha * soft + (1 - alpha) * hard
 
 
+def set_lr(opt: torch.optim.Optimizer, peak: float, step_fraction: float, time_fraction: float,
+           warmup: float = 0.1) -> float:
+    """Warm-up then cosine decay over whichever runs out first, the epochs or the time budget, so a
+    run cut short by ``max_minutes`` on a busy machine still ends with a low learning rate."""
+    progress = min(1.0, max(step_fraction, time_fraction))
+    if progress < warmup:
+        lr = peak * (0.1 + 0.9 * progress / warmup)
+    else:
+        lr = peak * (0.02 + 0.98 * 0.5 * (1 + np.cos(np.pi * (progress - warmup) / (1 - warmup))))
+    for group in opt.param_groups:
+        group["lr"] = lr
+    return lr
+
+
 def train_loop(model: DigitNet, train: ClipSet, val: ValidationSet, cfg: LoopConfig, aug: AugmentConfig,
                teacher: DigitNet | None = None, desc: str = "train", progress: bool = True,
                epochs: int | None = None, early_stop: bool = True) -> TrainHistory:
@@ -146,8 +160,10 @@ def train_loop(model: DigitNet, train: ClipSet, val: ValidationSet, cfg: LoopCon
     torch.manual_seed(cfg.seed)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     n_batches = len(_epoch_batches(len(train), cfg.batch_size, rng, cfg.max_batches_per_epoch))
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=max(1, epochs * n_batches),
-                                                pct_start=0.15) if epochs > 1 else None
+    total_steps = max(1, epochs * n_batches)
+    step = 0
+    if epochs > 1:
+        set_lr(opt, cfg.lr, 0.0, 0.0)
     labels_all = train.label_array()
     hist = TrainHistory()
     best_state = copy.deepcopy(model.state_dict())
@@ -172,8 +188,9 @@ def train_loop(model: DigitNet, train: ClipSet, val: ValidationSet, cfg: LoopCon
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            if sched is not None and sched.last_epoch + 1 < sched.total_steps:
-                sched.step()
+            step += 1
+            if epochs > 1:
+                set_lr(opt, cfg.lr, step / total_steps, (time.monotonic() - start) / (60 * cfg.max_minutes))
             total += loss.item() * len(idx)
             seen += len(idx)
         v = val.score(model)
