@@ -154,8 +154,9 @@ class StdinSource(AudioSource):
 
     def __iter__(self) -> Iterator[AudioChunk]:
         carry = b""
+        drained = True  # the last read emptied the pipe: input is live, not a file piped in at full speed
         while not self.closed:
-            if self.idle_wait > 0:
+            if self.idle_wait > 0 and drained:
                 time.sleep(self.idle_wait)
             # select with a timeout so close() from a signal handler is noticed within 0.5 s
             ready, _, _ = select.select([self.fd], [], [], 0.5)
@@ -170,6 +171,7 @@ class StdinSource(AudioSource):
             if not data:
                 break
             received = time.time()
+            drained = len(data) < self.max_read
             data = carry + data
             usable = len(data) - (len(data) % 2)
             carry = data[usable:]
