@@ -59,7 +59,7 @@ class EdgeConfig:
     preroll_ms: int = 150  # audio kept from before the detected start
     hangover_ms: int = 180  # longest quiet stretch inside one word (stop closures of "six", "eight")
     offset_ms: int = 50  # quiet this long after a confident classification ends the word early
-    early_confidence: float = 0.85  # confidence needed to end a word after offset_ms instead of hangover_ms
+    early_confidence: float = 0.75  # confidence needed to end a word after offset_ms instead of hangover_ms
     min_segment_ms: int = 60  # shorter bursts (of active audio) are clicks, not digits
     max_segment_ms: int = 1500  # a segment is cut and classified at this length
     min_voicing: float = 0.5  # pitch periodicity (0-1) a segment needs to be a word; 0 turns the check off

@@ -101,7 +101,7 @@ class SegmenterSettings:
     preroll_ms: int = 150
     hangover_ms: int = 180
     offset_ms: int = 50
-    early_confidence: float = 0.85
+    early_confidence: float = 0.75
     min_confidence: float = 0.5
     min_segment_ms: int = 60
     max_segment_ms: int = 1500
