@@ -164,3 +164,12 @@ def test_publisher_queue_is_bounded_and_drops_the_oldest():
         pub.publish_digit(json.dumps({"seq": seq}), seq)
     assert pub.dropped == 5
     assert [item.seq for item in pub.pending] == list(range(6, 16))
+
+
+@pytest.mark.parametrize("frame_ms", [10, 20, 30])
+@pytest.mark.parametrize("vad_mode", [0, 3])
+def test_every_frame_length_and_vad_mode_finds_the_word(seven, frame_ms, vad_mode):
+    audio = noisy(RATE * 2 + len(seven))
+    audio[RATE : RATE + len(seven)] += seven
+    seg = VadSegmenter(SegmenterSettings(frame_ms=frame_ms, vad_mode=vad_mode), fake_classifier(0.99))
+    assert len([u for u, _ in feed(seg, audio, chunk=77) if u.accepted]) == 1
