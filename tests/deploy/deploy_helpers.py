@@ -39,6 +39,8 @@ def ansible_env() -> dict[str, str]:
         "ANSIBLE_CONFIG": str(ROOT / "deploy" / "ansible.cfg"),
         "ANSIBLE_NOCOLOR": "1",
         "ANSIBLE_FORCE_COLOR": "0",
+        "LANG": "C.UTF-8",  # ansible-core refuses to run in a non-UTF-8 locale
+        "LC_ALL": "C.UTF-8",
         "PATH": f"{VENV_BIN}:{os.environ.get('PATH', '/usr/bin:/bin')}",
     }
 
