@@ -137,6 +137,7 @@ def deployment(tmp_path_factory, sshd, built_wheel, ship_model):
         deploy.broker = broker
         deploy.first = deploy.run()
         deploy.second = deploy.run() if deploy.first.returncode == 0 else None
+        deploy.preview = deploy.run("--check", "--diff") if deploy.first.returncode == 0 else None
         try:
             yield deploy
         finally:
@@ -160,6 +161,13 @@ def test_second_run_changes_nothing(deployment: Deployment) -> None:
     changed = [line for line in deployment.second.stdout.splitlines() if line.startswith("changed:")]
     assert counts["changed"] == 0, f"second run changed things: {changed}\n{_explain(deployment.second)}"
     print(f"second run: {counts}")
+
+
+def test_check_mode_preview_after_deploy(deployment: Deployment) -> None:
+    """`make deploy ANSIBLE_ARGS="--check --diff"` previews a fleet update; on an up-to-date host it is empty."""
+    assert deployment.preview is not None, "first run failed"
+    assert deployment.preview.returncode == 0, _explain(deployment.preview)
+    assert recap(deployment.preview)["changed"] == 0
 
 
 def test_secret_never_printed(deployment: Deployment) -> None:
