@@ -38,12 +38,17 @@ def daemon_command() -> list[str]:
     return [found] if found else [sys.executable, "-m", "edge"]
 
 
-def expected_digits(wav: Path) -> str | None:
+def labels_of(wav: Path) -> list[tuple[str, float]]:
+    """(digit, end in seconds) from the recording's ``.txt`` label file (``7  ends  12.34 s ...``), if any."""
     labels = wav.with_suffix(".txt")
     if not labels.is_file():
-        return None
-    digits = [line.split()[0] for line in labels.read_text().splitlines() if line[:1].isdigit()]
-    return "".join(digits) or None
+        return []
+    out = []
+    for line in labels.read_text().splitlines():
+        parts = line.split()
+        if len(parts) >= 3 and parts[0].isdigit() and parts[1] == "ends":
+            out.append((parts[0], float(parts[2])))
+    return out
 
 
 def main() -> int:
@@ -61,6 +66,7 @@ def main() -> int:
         return 66
 
     prefix = f"digitspot/{args.device_id}"
+    labels = labels_of(args.input)
     heard: list[str] = []
     offline = threading.Event()
     subscribed = threading.Event()
@@ -75,11 +81,13 @@ def main() -> int:
         arrived = time.time()
         if msg.topic.endswith("/digit"):
             event = json.loads(msg.payload)
+            # From the end of speech as the daemon heard it (FSDD takes carry up to ~0.1 s of their own
+            # trailing silence, so their file ends are not the end of the word).
             after_end = arrived * 1000 - event["speech_end"]
             heard.append(str(event["digit"]))
             top = ", ".join(f"{t['digit']}:{t['score']:.2f}" for t in event["top3"])
             print(f"  heard {event['digit']}   confidence {event['confidence']:.2f}   "
-                  f"{after_end:4.0f} ms after the end of the word   (seq {event['seq']}; top-3 {top})", flush=True)
+                  f"{after_end:4.0f} ms after the end of speech   (seq {event['seq']}; top-3 {top})", flush=True)
         elif msg.topic.endswith("/status"):
             state = msg.payload.decode(errors="replace")
             print(f"  status: {state}{' (retained)' if msg.retain else ''}", flush=True)
@@ -110,7 +118,7 @@ def main() -> int:
         offline.wait(3)
         sub.disconnect()
         sub.loop_stop()
-    expected = expected_digits(args.input)
+    expected = "".join(d for d, _ in labels)
     print(f"demo: daemon exited with {code}; heard {''.join(heard) or 'nothing'}"
           + (f" (spoken: {expected})" if expected else ""))
     return code
