@@ -308,9 +308,7 @@ def caveats(report: dict[str, Any]) -> list[str]:
         "against its schedule is reported."),
         ("Throughput and false triggers per hour use `--source file` without `--realtime` (as fast as the "
         "daemon runs), which assumes its decisions depend on the samples, not on wall-clock time; the "
-        "real-time stream's gaps and the real-time idle window give independent real-time counts. Unpaced "
-        "stdin is not used: the daemon sleeps 40 ms between reads of at most 200 ms while no word is in "
-        "progress, which caps stdin at ~5x real time (fine for live input)."),
+        "real-time stream's gaps and the real-time idle window give independent real-time counts."),
         ("Pitch shifts are resampling-based (pitch, formants and tempo change together); the training report's "
         "duration-preserving shift gives different numbers."),
     ]

@@ -151,8 +151,7 @@ def run_unpaced(stream: LabelledStream, model: Path, host: str, port: int, *, la
     """The daemon on ``stream`` as fast as it can: real-time factor, CPU seconds, peak RSS, events.
 
     The audio goes in as a 16-bit WAV with ``--source file`` and no ``--realtime``, the daemon's own
-    as-fast-as-possible path. (Unpaced stdin is not: between reads of at most 200 ms the daemon sleeps
-    40 ms while no word is in progress, a CPU saving for live input that caps stdin at ~5x real time.)
+    as-fast-as-possible path, so nothing outside the daemon (our writer, a pipe) sets the pace.
     """
     import soundfile as sf
 

@@ -84,7 +84,9 @@ def torch_runners(torchscript: Path, card_training: dict) -> dict[str, Any]:
     try:
         from train.model import build_student
 
-        student_cfg = (card_training or {}).get("student") or {}
+        training = card_training or {}
+        student_cfg = (training.get("student") or (training.get("recipe") or {}).get("student_arch", {})
+                       .get("kwargs") or {})
         kwargs = {k: student_cfg[k] for k in ("channels", "blocks") if k in student_cfg}
         eager = build_student(specaugment=False, **kwargs).eval()
         missing, _unexpected = eager.load_state_dict(scripted.state_dict(), strict=False)
@@ -95,6 +97,12 @@ def torch_runners(torchscript: Path, card_training: dict) -> dict[str, Any]:
             with torch.inference_mode():
                 return eager(torch.from_numpy(x))
 
+        probe = (np.random.default_rng(0).standard_normal((1, 8000)) * 0.1).astype(np.float32)
+        if probe.shape[1] != int(getattr(eager.frontend_cfg, "window_samples", 8000)):
+            probe = np.zeros((1, eager.frontend_cfg.window_samples), dtype=np.float32)
+        difference = float((run_eager(probe) - run_scripted(probe)).abs().max())
+        if difference > 1e-3:
+            raise ValueError(f"eager and TorchScript logits differ by {difference:.3g}")
         out["eager"] = run_eager
     except Exception as exc:  # noqa: BLE001  any mismatch: eager is not comparable; say why, do not guess
         out["eager"] = f"skipped: cannot rebuild the eager model ({type(exc).__name__}: {exc})"

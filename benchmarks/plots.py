@@ -45,8 +45,8 @@ def latency_figure(path: Path, series: dict[str, list[float]], title: str, targe
     hist.set_title(f"{title}: histogram (clipped at p99.5)")
     cdf.set_ylabel("fraction <= x")
     cdf.set_title(f"{title}: CDF")
-    if any(len(v) > 0 for v in series.values()):
-        cdf.set_xscale("log")
+    if all(min(v) > 0 for v in series.values()):
+        cdf.set_xscale("log")  # tails spread over decades; negative values (early events) need linear
     hist.legend(fontsize=8)
     cdf.legend(fontsize=8)
     fig.tight_layout()

@@ -114,6 +114,8 @@ def _fmt(v: Any, unit: str = "", digits: int = 3) -> str:
         return "n/a"
     if unit in ("%", "points", "x") and isinstance(v, (int, float)):
         digits = 1
+    elif isinstance(v, float) and 0 < abs(v) < 0.01:
+        digits = 5  # real-time factors
     if isinstance(v, float):
         text = f"{v:.{digits}f}".rstrip("0").rstrip(".") if abs(v) < 1000 else f"{v:,.0f}"
     else:
@@ -179,7 +181,7 @@ def render_markdown(report: dict[str, Any]) -> str:
     lines += _e2e_md(report.get("e2e"))
     lines += _throughput_md(report.get("throughput"))
     lines += _peer_md(report.get("peer"))
-    lines += _accuracy_md(report.get("accuracy"))
+    lines += _accuracy_md(report.get("accuracy"), dig(report, "model", "metrics_in_card", default={}))
     lines += ["## Caveats", ""] + [f"- {c}" for c in report["caveats"]] + [""]
     return "\n".join(lines) + "\n"
 
@@ -324,15 +326,34 @@ def _peer_md(p: dict | None) -> list[str]:
     return lines
 
 
-def _accuracy_md(a: dict | None) -> list[str]:
+def card_metric(card_metrics: dict, condition: str) -> float | None:
+    """The training report's INT8 figure for one of our conditions, from the model card's metrics."""
+    if condition == "official":
+        key = "official_accuracy_int8"
+    elif condition.startswith("pitch+"):
+        key = f"pitch_+{condition[6:]}c_accuracy_int8"
+    else:
+        kind, _, snr = condition.partition("-")
+        key = f"{kind}_{snr.lower()}_accuracy_int8"
+    value = (card_metrics or {}).get(key)
+    return value if isinstance(value, (int, float)) else None
+
+
+def _accuracy_md(a: dict | None, card_metrics: dict | None = None) -> list[str]:
     if not a:
         return []
     lines = ["## Accuracy suite (digitspot-edge classify on the deployed artifact)", "", a["method"] + ".", "",
-             "| condition | accuracy | 95% CI | mean confidence |", "|---|---|---|---|"]
+             "| condition | accuracy | 95% CI | mean confidence | training report (card, INT8) |",
+             "|---|---|---|---|---|"]
     for name, c in a["conditions"].items():
         acc = c["accuracy"]
+        ref = card_metric(card_metrics or {}, name)
         lines.append(f"| {name} | {acc['value'] * 100:.1f}% ({acc['successes']}/{acc['total']}) | "
-                     f"{acc['ci95'][0] * 100:.1f}-{acc['ci95'][1] * 100:.1f}% | {c['mean_confidence']:.3f} |")
+                     f"{acc['ci95'][0] * 100:.1f}-{acc['ci95'][1] * 100:.1f}% | {c['mean_confidence']:.3f} | "
+                     f"{'' if ref is None else f'{ref * 100:.1f}%'} |")
+    lines += ["", ("The training report's figures come from `digitspot-train evaluate` on a workstation; the "
+                   "official split must match exactly (same files, same edge code). Pitch conditions differ in "
+                   "method (its shift keeps the duration), noise conditions in the random noise drawn.")]
     lines.append("")
     off = a["conditions"].get("official")
     if off:
