@@ -4,11 +4,11 @@
 #   make arm-check       the edge package on aarch64 under qemu-user; digits must equal the x86 ones
 
 # systemd-analyze (unit checks), sshd (loopback deployment test), qemu-user (ARM check), python3-seccomp
-# + setpriv (the sandbox approximation), and what the
+# + setpriv + bubblewrap (the sandbox approximation), and what the
 # playbook installs on a device, so its apt task has nothing to do when the test deploys to this machine.
 APT_PACKAGES += systemd openssh-server openssh-client qemu-user-static python3-apt \
 	python3-venv python3-dev libsndfile1 alsa-utils libportaudio2 portaudio19-dev gcc libc6-dev make \
-	python3-seccomp util-linux
+	python3-seccomp util-linux bubblewrap
 
 DIST ?= dist
 HOST ?=

@@ -334,12 +334,14 @@ def unit_allowed_syscalls(unit_text: str) -> set[str]:
 def test_daemon_runs_sandboxed_as_the_service_user(deployment: Deployment, fsdd_test_files: list[Path]) -> None:
     """The installed daemon under (an approximation of) its unit's sandbox, without systemd.
 
-    As the `digitspot` user with only the groups `digitspot` and `audio`, no capabilities, no_new_privs,
-    UMask=0077 and the unit's SystemCallFilter= (every other system call fails with EPERM), the deployed
-    venv runs the daemon on a file source against the password-protected broker; the password reaches it
-    only through the environment, as from EnvironmentFile=. The same user cannot read secrets.env.
-    Not covered here (needs systemd): the mount namespace (ProtectSystem=, PrivateTmp=), the device
-    cgroup and the other namespace/kernel settings.
+    In a mount namespace made by bubblewrap like the unit's (ProtectSystem=strict: the whole file system
+    read-only; ProtectHome=: empty /home and /root; PrivateTmp=: empty /tmp and /var/tmp, with only this
+    test's install root bound back in; PrivateIPC=), as the `digitspot` user with only the groups
+    `digitspot` and `audio`, no capabilities, no_new_privs, UMask=0077 and the unit's SystemCallFilter=
+    (every other system call fails with EPERM), the deployed venv runs the daemon on a file source
+    against the password-protected broker; the password reaches it only through the environment, as
+    from EnvironmentFile=. The same user cannot read secrets.env.
+    Not covered here (needs systemd): the device cgroup and the kernel/namespace restrictions.
     """
     import numpy as np
     import soundfile as sf
@@ -374,7 +376,12 @@ def test_daemon_runs_sandboxed_as_the_service_user(deployment: Deployment, fsdd_
            "DIGITSPOT_MQTT_PASSWORD": MQTT_PASSWORD}  # what systemd reads from secrets.env as root
     as_service_user = ["setpriv", "--reuid=digitspot", "--regid=digitspot", "--groups=digitspot,audio",
                        "--inh-caps=-all", "--bounding-set=-all"]
-    sandboxed = [*as_service_user, "/usr/bin/python3", str(launcher), str(root / "allowed-syscalls.txt")]
+    mounts = ["bwrap", "--die-with-parent", "--unshare-ipc", "--ro-bind", "/", "/", "--dev-bind", "/dev", "/dev",
+              "--proc", "/proc", "--tmpfs", "/tmp", "--tmpfs", "/var/tmp", "--tmpfs", "/home", "--tmpfs", "/root",
+              "--ro-bind", str(root), str(root), "--"]
+    usable = subprocess.run([*mounts, "true"], capture_output=True, text=True, check=False)
+    assert usable.returncode == 0, f"bubblewrap cannot make a mount namespace here: {usable.stderr}"
+    sandboxed = [*mounts, *as_service_user, "/usr/bin/python3", str(launcher), str(root / "allowed-syscalls.txt")]
 
     secrets = subprocess.run([*as_service_user, "cat", str(cfg / "secrets.env")], capture_output=True, text=True,
                              check=False)
@@ -392,6 +399,14 @@ def test_daemon_runs_sandboxed_as_the_service_user(deployment: Deployment, fsdd_
     assert "Operation not permitted" not in log and "PermissionError" not in log, log[-3000:]
     assert sum(d == e for d, e in zip(digits, expected)) >= 2, log[-3000:]
     assert "connected" in log.lower() or "online" in log.lower(), log[-3000:]
+    # and the file system really was read-only for it: even a world-writable directory
+    scratch = root / "scratch"
+    scratch.mkdir(mode=0o777, exist_ok=True)
+    scratch.chmod(0o777)
+    write = subprocess.run([*sandboxed, "--", "/usr/bin/touch", str(scratch / "written")], capture_output=True,
+                           text=True, check=False)
+    assert write.returncode != 0 and "Read-only file system" in write.stderr, write.stderr
+    assert not (scratch / "written").exists()
 
 
 def test_refuses_unsupported_architecture(deployment: Deployment) -> None:
