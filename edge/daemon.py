@@ -13,7 +13,6 @@ import platform
 import signal
 import sys
 import threading
-import time
 import uuid
 from typing import Any
 
@@ -204,4 +203,4 @@ def run_daemon(cfg: EdgeConfig) -> int:
     return daemon.run()
 
 
-__all__ = ["Daemon", "run_daemon", "setup_logging", "time"]
+__all__ = ["Daemon", "run_daemon", "setup_logging"]

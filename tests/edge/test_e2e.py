@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import threading
 import time
 
 import pytest
@@ -108,6 +107,3 @@ def test_stdin_end_to_end(broker, subscriber_factory, daemon_factory, fsdd_test_
     print(f"[stdin] last sample written -> subscriber: {percentiles(lat)}")
     assert retained_status(sub) == b"offline"
     assert "Traceback" not in daemon.stderr()
-
-
-_ = threading
