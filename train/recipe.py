@@ -26,11 +26,12 @@ class Recipe:
     use_synth: bool = True
     synth: SynthConfig = field(default_factory=SynthConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
-    teacher_arch: dict = field(default_factory=lambda: {"kind": "teacher", "kwargs": {"width": 16}})
-    student_arch: dict = field(default_factory=lambda: {"kind": "student", "kwargs": {"channels": 64, "blocks": 5}})
-    fit: LoopConfig = field(default_factory=lambda: LoopConfig(epochs=30, lr=3e-3, patience=8, max_minutes=8.0))
+    teacher_arch: dict = field(default_factory=lambda: {"kind": "teacher", "kwargs": {"width": 24, "stem_stride": 2}})
+    student_arch: dict = field(default_factory=lambda: {"kind": "student", "kwargs": {
+        "channels": 64, "blocks": 5, "downsample_blocks": [0, 2]}})
+    fit: LoopConfig = field(default_factory=lambda: LoopConfig(epochs=30, lr=3e-3, patience=8, max_minutes=7.0))
     distill: DistillConfig = field(default_factory=lambda: DistillConfig(epochs=40, lr=4e-3, patience=8,
-                                                                          max_minutes=12.0))
+                                                                          max_minutes=13.0))
     prune: PruneConfig = field(default_factory=lambda: PruneConfig(epochs=1, lr=1e-3, max_minutes=1.5,
                                                                     max_batches_per_epoch=60))
     calibration_windows: int = 256
@@ -46,7 +47,7 @@ def preset(name: str, split: str = "official", seed: int = 0) -> Recipe:
         return Recipe(
             preset="loso", split=split, seed=seed,
             fit=LoopConfig(epochs=8, lr=3e-3, patience=4, max_minutes=2.5, max_batches_per_epoch=60),
-            distill=DistillConfig(epochs=10, lr=4e-3, patience=4, max_minutes=3.5, max_batches_per_epoch=60),
+            distill=DistillConfig(epochs=12, lr=4e-3, patience=4, max_minutes=4.0, max_batches_per_epoch=60),
             prune=PruneConfig(epochs=1, lr=1e-3, max_minutes=0.5, max_batches_per_epoch=15),
             calibration_windows=128,
         )
