@@ -13,6 +13,7 @@ import platform
 import signal
 import sys
 import threading
+import time
 import uuid
 from typing import Any
 
@@ -193,6 +194,8 @@ class Daemon:
                 self.print_ok = False
                 log.warning("stdout closed: no more --print output")
         self.stats["digits"] += 1
+        self.notifier.status(f"{self.stats['digits']} digit(s) heard; last {prediction.digit} "
+                             f"({prediction.confidence:.2f}) at {time.strftime('%H:%M:%S')}")
         log.info("digit %d (confidence %.2f, seq %d, %s end, %d ms after end of speech, at %.2f s)",
                  prediction.digit, prediction.confidence, self.seq, "early" if utterance.early else "late",
                  event.latency_ms, utterance.end_sample / rate)

@@ -92,6 +92,15 @@ class MqttPublisher:
         client.reconnect_delay_set(min_delay=1, max_delay=30)
         client.max_inflight_messages_set(self.max_inflight + 10)  # + status/info/discovery
         client.max_queued_messages_set(0)
+        # A bug in one of our callbacks must not kill paho's network thread (and with it every future
+        # message): paho logs the exception through our logger and carries on.
+        client.suppress_exceptions = True
+        # paho logs every packet at DEBUG (kept with --log-level debug) and every failed reconnect at
+        # ERROR; we report connection problems ourselves, once, so of paho's warnings and errors keep
+        # only what would otherwise vanish: exceptions in callbacks.
+        paho_log = logging.getLogger("digitspot.paho")
+        paho_log.addFilter(lambda r: r.levelno < logging.WARNING or "Caught exception" in r.getMessage())
+        client.enable_logger(paho_log)
         client.on_connect = self._on_connect
         client.on_connect_fail = self._on_connect_fail
         client.on_disconnect = self._on_disconnect
