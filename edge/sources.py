@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edge.audio_io import MAX_FILE_SECONDS, to_mono_float32
+from edge.audio_io import to_mono_float32
 from edge.errors import AudioError, MissingInputError, UnavailableError
 from edge.resampler import StreamingResampler
 
@@ -127,7 +127,7 @@ class FileSource(AudioSource):
                         if delay > 0:
                             time.sleep(delay)
                     yield AudioChunk(piece, time.time())
-                if last or emitted / self.rate > MAX_FILE_SECONDS * 10:
+                if last:
                     break
         finally:
             self.file.close()
