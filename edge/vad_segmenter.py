@@ -5,7 +5,7 @@ Why not plain webrtcvad + hangover: webrtcvad keeps saying "speech" for a while 
 (/sɪk-s/) and "eight" (/eɪ-t/) adds ~200 ms more. Measured with that design: end of speech to
 subscriber p50 212 ms. The budget is 100 ms.
 
-What this does instead (per 10 ms frame):
+What this does instead (per 10 ms frame; energies are measured above 150 Hz, DC removed):
 
 * **Start** of a segment: webrtcvad says speech *and* the frame is ``onset_db`` above a running noise
   floor for 20 ms. The last ``preroll_ms`` of audio are prepended so the word's soft start is kept.
@@ -22,7 +22,6 @@ What this does instead (per 10 ms frame):
   ``tail_guard_ms``) is the released stop of the word just published ("-ks", "-t"), not a new digit.
 * Segments shorter than ``min_segment_ms`` of active audio are clicks; longer than ``max_segment_ms``
   are not a single digit (music, a conversation) and are dropped, and the noise floor learns them.
-
 * **Voicing**: a segment whose loudest frames show no pitch periodicity (``min_voicing``) is noise
   (a door, a rustle, a burst of hiss), whatever the classifier would say about it.
 
@@ -48,8 +47,8 @@ ABS_ONSET_DBFS = -65.0  # nothing this quiet starts a word, whatever the floor
 FLOOR_MIN_DBFS = -90.0
 RELEASE_DB = 40.0  # frames this far below the segment's peak are quiet too (room reverberation)
 ONSET_MS = 20
-TAIL_PAD_MS = 20
-HIGHPASS_HZ = 150.0  # frame energies ignore what is below this  # audio kept after the last active frame when classifying
+TAIL_PAD_MS = 20  # audio kept after the last active frame when classifying
+HIGHPASS_HZ = 150.0  # frame energies ignore what is below this (rumble, pink noise's sub-audio wander)
 
 
 def _highpass_taps(cutoff_hz: float = 150.0, rate: int = 8000, taps: int = 161) -> np.ndarray:
