@@ -374,6 +374,8 @@ def write_report(report: dict[str, Any], out_dir: Path, stem: str) -> tuple[Path
     json_path, md_path = out_dir / f"{stem}.json", out_dir / f"{stem}.md"
     write_json_atomic(json_path, report)
     write_bytes_atomic(md_path, render_markdown(report).encode("utf-8"))
+    for path in (json_path, md_path):
+        path.chmod(0o644)  # a report is for everyone to read (the atomic writer creates 0600)
     return json_path, md_path
 
 
