@@ -265,6 +265,12 @@ def main(model, fp32_model, torchscript, data_dir, short, only, runs, warmup, e2
     if {"e2e", "throughput"} & set(sections) and not port:
         report["errors"].setdefault("broker", "no MQTT broker: end-to-end and throughput not measured")
 
+    for key, section_name, field in (("inference", "inference", "figure"), ("e2e", "e2e", "figure"),
+                                     ("confusion", "accuracy", "confusion_figure"),
+                                     ("accuracy", "accuracy", "figure")):
+        name = (report.get(section_name) or {}).get(field)
+        if name:
+            report["figures"][key] = name
     report["loadavg_at_end"] = [round(x, 2) for x in os.getloadavg()]
     report["machine_busy"] = machine_busy(cpu_at_start, cpu_times())
     report["wall_s"] = time.monotonic() - started

@@ -105,7 +105,10 @@ def test_targets_and_markdown(short_report):
         assert (out / name).is_file()
     pngs = {p.name for p in out.glob("*.png")}
     if report["machine"]["versions"].get("matplotlib"):
-        assert {"t-inference.png", "t-e2e.png", "t-confusion.png"} <= pngs
+        assert set(report["figures"]) == {"inference", "e2e", "confusion", "accuracy"}
+        assert {"t-inference.png", "t-e2e.png", "t-confusion.png", "t-accuracy.png"} <= pngs
+        for name in report["figures"].values():
+            assert f"]({name})" in md  # linked from the Markdown
 
 
 def test_own_broker_and_bad_model(tmp_path, bench_model, fsdd_dir):
@@ -120,3 +123,29 @@ def test_own_broker_and_bad_model(tmp_path, bench_model, fsdd_dir):
     assert report["settings"]["broker"] == f"{broker.host}:{broker.port}"
     bad = run_bench(["--short", "--model", str(tmp_path / "missing.onnx")], tmp_path / "x", fsdd_dir)
     assert bad.returncode not in (0, 1) and "missing.onnx" in bad.stderr
+
+
+def test_without_optional_packages(tmp_path, bench_model, fsdd_dir):
+    """A Pi with only the edge install: no torch, no pocketsphinx, no matplotlib. Those parts are reported
+    as skipped, the rest still runs and the report still renders."""
+    blocker = ("import sys, runpy\n"
+               "for name in ('torch', 'pocketsphinx', 'matplotlib'):\n"
+               "    sys.modules[name] = None  # import raises ImportError, as if not installed\n"
+               "sys.argv[0] = 'benchmarks'\n"
+               "runpy.run_module('benchmarks', run_name='__main__', alter_sys=True)\n")
+    env = dict(os.environ, FSDD_DIR=str(fsdd_dir))
+    proc = subprocess.run([sys.executable, "-c", blocker, "--short", "--only", "inference", "--only", "peer",
+                           "--runs", "20", "--warmup", "2", "--model", str(bench_model),
+                           "--out-dir", str(tmp_path), "--stem", "t"],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300, check=False)
+    assert proc.returncode in (0, 1), proc.stderr[-3000:]
+    report = json.loads((tmp_path / "t.json").read_text())
+    assert report["errors"] == {}
+    runtimes = report["inference"]["runtimes"]
+    assert "latency_ms" in runtimes["int8"]
+    assert "torch is not installed" in runtimes["torchscript"]["skipped"]
+    assert "pocketsphinx is not installed" in report["peer"]["skipped"]
+    peer_targets = [t for t in report["targets"] if t["id"].startswith("peer_")]
+    assert all(t["skipped"] and not t["gated"] for t in peer_targets)
+    assert not list(tmp_path.glob("*.png")) and report["figures"] == {}
+    assert "Skipped: pocketsphinx" in (tmp_path / "t.md").read_text()
