@@ -141,10 +141,21 @@ def run_e2e(stream: LabelledStream, model: Path, host: str, port: int, *, max_la
         "outcomes": matched["counts"], "accuracy": matched["accuracy"],
         "extra_per_hour_of_gaps": poisson_rate(matched["counts"]["extra_unattributed"], gap_seconds / 3600),
         "per_word": matched["per_word"], "matching_rule": matched["rule"],
+        "errors_by_digit": _error_pairs(matched["per_word"]),
         "latency_definition": LATENCY_DEFINITION,
         "stderr_tail": daemon.stderr_tail(),
     }
     return result
+
+
+def _error_pairs(per_word: list[dict[str, Any]]) -> dict[str, int]:
+    """'8->6': 9, '8->missed': 6, ...: which spoken digits went wrong and how, most frequent first."""
+    pairs: dict[str, int] = {}
+    for w in per_word:
+        if w["outcome"] != "correct":
+            key = f"{w['digit']}->{'missed' if w['detected'] is None else w['detected']}"
+            pairs[key] = pairs.get(key, 0) + 1
+    return dict(sorted(pairs.items(), key=lambda kv: (-kv[1], kv[0])))
 
 
 def run_unpaced(stream: LabelledStream, model: Path, host: str, port: int, *, label: str) -> dict[str, Any]:

@@ -69,5 +69,7 @@ def match(words: Sequence[WordTimes], events: Sequence[Detection], max_latency_s
         "words": len(words), "events": len(events), "counts": counts,
         "accuracy": wilson(counts["correct"], len(words)),
         "latencies_ms": [w["latency_ms"] for w in per_word if w["latency_ms"] is not None],
-        "per_word": per_word, "rule": __doc__.split("\n\n", 1)[1].strip().replace("\n", " "),
+        "per_word": per_word,
+        "rule": (__doc__.split("\n\n", 1)[1].strip().replace("\n", " ")
+                 .replace("``max_latency_s``", f"{max_latency_s:g} s").replace("``", "`")),
     }

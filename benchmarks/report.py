@@ -253,8 +253,11 @@ def _e2e_md(e: dict | None) -> list[str]:
               "|---|---|---|---|---|---|",
               (f"| {o['correct']} | {o['wrong']} | {o['missed']} | {o['extra'] - o['extra_unattributed']} | "
               f"{o['extra_unattributed']} | {_fmt(_pct(acc['value']), '%')} ({_wilson(acc)}) |"), "",
-              (f"Detections outside any word window: {_fmt(fp['value'])} per hour of gap audio "
-              f"(95% CI {_fmt(fp['ci95'][0])}-{_fmt(fp['ci95'][1])}). Matching: {e['matching_rule']}"), ""]
+              "Errors (spoken->published): "
+              + (", ".join(f"{k} x{v}" for k, v in e.get("errors_by_digit", {}).items()) or "none") + ".", "",
+              (f"Detections outside any word window: {_fmt(fp['value'], digits=1)} per hour of gap audio "
+               f"(95% CI {_fmt(fp['ci95'][0], digits=1)}-{_fmt(fp['ci95'][1], digits=1)}). "
+               f"Matching: {e['matching_rule']}"), ""]
     return lines + _img_from(e, "end-to-end latency")
 
 
@@ -275,9 +278,12 @@ def _throughput_md(t: dict | None) -> list[str]:
     nh = t.get("noise_hour")
     if nh:
         fp = nh["events_per_hour"]
-        lines += [(f"False triggers on speech-free audio: **{_fmt(fp['value'])} per hour** "
-                  f"({fp['events']} in {nh['audio_seconds'] / 3600:.2f} h; 95% CI {_fmt(fp['ci95'][0])}-"
-                  f"{_fmt(fp['ci95'][1])}). Audio: {nh.get('audio', {}).get('burst_description', '')}."), ""]
+        audio = nh.get("audio", {})
+        lines += [(f"False triggers on speech-free audio: **{_fmt(fp['value'], digits=1)} per hour** "
+                   f"({fp['events']} in {nh['audio_seconds'] / 3600:.2f} h; 95% CI {_fmt(fp['ci95'][0], digits=1)}-"
+                   f"{_fmt(fp['ci95'][1], digits=1)}). Audio: the stream's {audio.get('noise', '')} noise bed "
+                   f"({audio.get('noise_rms_dbfs', '?')} dBFS RMS) plus {audio.get('bursts', '?')} "
+                   f"{audio.get('burst_description', '')}."), ""]
     st = t.get("startup")
     if st:
         lines += [(f"Start-up (spawn to retained `online`): {st['ready_s']:.2f} s, {st['cpu_s']:.2f} CPU s, "
