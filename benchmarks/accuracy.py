@@ -1,7 +1,7 @@
 """Accuracy of the deployed artifact through ``digitspot-edge classify``: a Pi checks its own model.
 
-Conditions: the official test takes as recorded; pitch-shifted +300/+500/+700 cents (resampling, see
-:func:`benchmarks.audio.pitch_shift`); white and pink noise at 10/5/0 dB SNR (clip RMS). Variants are
+Conditions: the official test takes as recorded; pitch-shifted +300/+500/+700 cents (WSOLA + resampling
+by default, see :func:`benchmarks.audio.pitch_shift`); white and pink noise at 10/5/0 dB SNR (clip RMS). Variants are
 written as 16-bit WAVs at the model's rate into a temporary folder and classified by the real CLI in a
 subprocess, so the whole user-facing path (file reading, resampling, windowing, ONNX) is what is measured.
 """
@@ -66,12 +66,20 @@ def per_class(matrix: list[list[int]]) -> dict[str, dict[str, float]]:
     return out
 
 
-def run_accuracy(files: list[LabelledFile], model: Path, rate: int, seed: int = 0) -> dict[str, Any]:
+PITCH_METHODS = {
+    "wsola": "WSOLA time-stretch by the factor, then soxr resampling back (duration kept, formants move too)",
+    "resample": "soxr resampling only (tape-style: formants move too, the word gets shorter)",
+}
+
+
+def run_accuracy(files: list[LabelledFile], model: Path, rate: int, seed: int = 0,
+                 pitch_method: str = "wsola") -> dict[str, Any]:
     truth = [f.digit for f in files]
     results: dict[str, Any] = {"files": len(files), "model": str(model), "conditions": {},
-                               "method": "digitspot-edge classify on 16-bit WAVs at the model rate; "
-                                         "pitch: soxr resampling (tape-style, duration shrinks); "
-                                         "noise: seeded white/pink, SNR vs whole-clip RMS"}
+                               "pitch_method": pitch_method,
+                               "method": ("digitspot-edge classify on 16-bit WAVs at the model rate; pitch: "
+                                          f"{PITCH_METHODS[pitch_method]}; noise: seeded white/pink, SNR vs "
+                                          "whole-clip RMS")}
     clips = [load_audio(f.path, rate) for f in files]
     with tempfile.TemporaryDirectory(prefix="digitspot-acc-") as tmp:
         conds = conditions()
@@ -87,7 +95,7 @@ def run_accuracy(files: list[LabelledFile], model: Path, rate: int, seed: int = 
                     paths = []
                     for f, clip in zip(files, clips):
                         if cond["kind"] == "pitch":
-                            variant = pitch_shift(clip, cond["cents"], rate)
+                            variant = pitch_shift(clip, cond["cents"], rate, pitch_method)
                         else:
                             variant = add_noise(clip, cond["snr_db"], cond["noise"], rng)
                         path = folder / f.path.name

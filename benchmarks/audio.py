@@ -109,15 +109,61 @@ def add_noise(clip: np.ndarray, snr_db: float, kind: str, rng: np.random.Generat
     return (out / peak * 0.99 if peak > 0.99 else out).astype(np.float32)
 
 
-def pitch_shift(clip: np.ndarray, cents: float, rate: int) -> np.ndarray:
-    """Raise pitch by ``cents`` the way a faster tape does: resample with soxr and play at the old rate.
+def time_stretch(clip: np.ndarray, factor: float, frame: int = 256, tolerance: int = 64) -> np.ndarray:
+    """Make ``clip`` ``factor`` times longer without changing its pitch (WSOLA).
 
-    The clip is treated as if recorded at ``rate * 2**(cents/1200)`` and converted to ``rate``: pitch and
-    formants rise by the factor and the word gets shorter by it (+500 cents: 1.33x faster). That is a
-    torch- and librosa-free stand-in for higher voices; a duration-preserving shifter (e.g. the
-    audiomentations PitchShift used by the training report) keeps the length and gives different numbers.
+    Waveform-similarity overlap-add: output frames of ``frame`` samples at half-frame hops, each taken
+    from near its nominal input position, shifted by up to ``tolerance`` samples to the offset whose
+    waveform best continues the previous frame (cross-correlation), then Hann-windowed and added.
+    """
+    clip = np.asarray(clip, dtype=np.float32)
+    hop_out = frame // 2
+    hop_in = hop_out / factor
+    n_out = round(clip.size * factor)
+    padded = np.concatenate([np.zeros(tolerance, np.float32), clip, np.zeros(frame + 2 * tolerance, np.float32)])
+    window = np.hanning(frame).astype(np.float32)
+    out = np.zeros(n_out + frame, dtype=np.float32)
+    norm = np.zeros(n_out + frame, dtype=np.float32)
+    previous = 0  # input position (in ``padded``) of the last frame taken
+    for k in range(n_out // hop_out + 1):
+        nominal = round(k * hop_in) + tolerance
+        if k == 0:
+            best = nominal
+        else:
+            natural = padded[previous + hop_out: previous + hop_out + frame]  # what would follow seamlessly
+            lo, hi = max(0, nominal - tolerance), min(padded.size - frame, nominal + tolerance)
+            if hi <= lo or natural.size < frame:
+                best = min(max(nominal, 0), padded.size - frame)
+            else:
+                region = padded[lo: hi + frame]
+                scores = np.correlate(region, natural, mode="valid")
+                best = lo + int(np.argmax(scores))
+        piece = padded[best: best + frame]
+        if piece.size < frame:
+            break
+        at = k * hop_out
+        out[at: at + frame] += piece * window
+        norm[at: at + frame] += window
+        previous = best
+    norm[norm < 1e-3] = 1.0
+    return (out / norm)[:n_out]
+
+
+def pitch_shift(clip: np.ndarray, cents: float, rate: int, method: str = "wsola") -> np.ndarray:
+    """Raise pitch by ``cents`` (1200 = an octave); torch- and librosa-free.
+
+    ``resample``: the tape-speed shift. The clip is treated as recorded at ``rate * 2**(cents/1200)`` and
+    converted to ``rate`` with soxr: pitch and formants rise by the factor and the word gets that much
+    shorter (+500 cents: 1.33x faster).
+    ``wsola`` (default): the same resampling after a WSOLA time-stretch by the factor, so the word keeps
+    its duration, as with the duration-preserving shifter of the training report (audiomentations'
+    PitchShift); pitch and formants still move together.
     """
     factor = 2.0 ** (cents / 1200.0)
+    if method == "wsola":
+        clip = time_stretch(clip, factor)
+    elif method != "resample":
+        raise ValueError(f"unknown pitch-shift method {method!r}: use wsola or resample")
     return soxr.resample(clip, rate * factor, rate, quality="HQ").astype(np.float32)
 
 

@@ -66,6 +66,8 @@ def log(message: str) -> None:
 @click.option("--daemon-command", default=None, metavar="CMD",
               help="Command that runs the daemon  [default: this Python's `-m edge run`], e.g. "
                    "'/opt/digitspot/venv/bin/digitspot-edge run'")
+@click.option("--pitch-method", type=click.Choice(["wsola", "resample"]), default="wsola",
+              help="Pitch shift of the accuracy suite: duration-preserving (wsola) or tape-style (resample)")
 @click.option("--with-oh", is_flag=True, help="Let PocketSphinx's grammar also accept 'oh' for 0")
 @click.option("--max-p99-ms", type=float, default=15.0, help="Gate: INT8 inference p99")
 @click.option("--max-e2e-p95-ms", type=float, default=150.0, help="Gate: end of speech -> subscriber p95")
@@ -76,7 +78,7 @@ def log(message: str) -> None:
 @click.option("--docs", type=click.Path(path_type=Path), default=None,
               help="Also write this Markdown page with the headline table (make bench: docs/bench.md)")
 def main(model, fp32_model, torchscript, data_dir, short, only, runs, warmup, e2e_words, hour_seconds,
-         idle_seconds, snr_db, noise, seed, broker, daemon_command, with_oh, max_p99_ms, max_e2e_p95_ms, max_e2e_p50_ms,
+         idle_seconds, snr_db, noise, seed, broker, daemon_command, pitch_method, with_oh, max_p99_ms, max_e2e_p95_ms, max_e2e_p50_ms,
          out_dir, stem, docs) -> None:
     """Benchmarks of issue 4: inference latency, end to end through the daemon and Mosquitto, throughput
     and footprint, PocketSphinx side by side, and the accuracy suite. Writes
@@ -114,6 +116,7 @@ def main(model, fp32_model, torchscript, data_dir, short, only, runs, warmup, e2
         "mode": "short" if short else "full", "command": shlex.join(["python", "-m", "benchmarks", *sys.argv[1:]]),
         "machine": machine, "counts": counts, "sections": sections, "errors": {}, "figures": {},
         "settings": {"snr_db": snr_db, "noise": noise, "seed": seed, "data_dir": str(data_dir),
+                     "pitch_method": pitch_method,
                      "broker": broker or "private Mosquitto on a free loopback port",
                      "daemon_command": daemon_command or "python -m edge run"},
     }
@@ -170,7 +173,7 @@ def main(model, fp32_model, torchscript, data_dir, short, only, runs, warmup, e2
         from benchmarks.accuracy import run_accuracy
 
         def _accuracy():
-            res = run_accuracy(files, model, rate, seed=seed)
+            res = run_accuracy(files, model, rate, seed=seed, pitch_method=pitch_method)
             if plots.confusion_figure(out_dir / fig("confusion"), res["conditions"]["official"]["confusion"],
                                       f"{card.name}: FSDD official test takes"):
                 res["confusion_figure"] = fig("confusion")
@@ -317,8 +320,13 @@ def caveats(report: dict[str, Any]) -> list[str]:
         ("Throughput and false triggers per hour use `--source file` without `--realtime` (as fast as the "
         "daemon runs), which assumes its decisions depend on the samples, not on wall-clock time; the "
         "real-time stream's gaps and the real-time idle window give independent real-time counts."),
-        ("Pitch shifts are resampling-based (pitch, formants and tempo change together); the training report's "
-        "duration-preserving shift gives different numbers."),
+        ("Pitch shifts: " + {"wsola": "WSOLA time-stretch then soxr resampling (duration kept; formants move "
+                                       "with the pitch). The training report uses audiomentations' "
+                                       "PitchShift: same idea, different algorithm, so small differences "
+                                       "are expected.",
+                             "resample": "soxr resampling only (pitch, formants and tempo change together); "
+                                         "the training report's duration-preserving shift gives different "
+                                         "numbers."}[report["settings"]["pitch_method"]]),
     ]
     if report["mode"] == "short":
         out.insert(0, "SHORT MODE: small counts; every figure is indicative only and the pass/fail verdict "
