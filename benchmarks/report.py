@@ -349,6 +349,21 @@ def card_metric(card_metrics: dict, condition: str) -> float | None:
     return value if isinstance(value, (int, float)) else None
 
 
+def skew_check(a: dict, card_metrics: dict) -> str:
+    """Does this install reproduce the training report's official-split accuracy exactly?"""
+    official, ref = a["conditions"].get("official"), card_metric(card_metrics, "official")
+    if not official or ref is None:
+        return "Skew check skipped: the model card holds no official-split accuracy."
+    acc = official["accuracy"]
+    if acc["total"] != card_metrics.get("test_files", acc["total"]):
+        return "Skew check skipped: a subset of the test files was used (short mode)."
+    same = abs(acc["value"] - ref) < 0.5 / max(1, acc["total"])
+    verdict_text = ("identical." if same else "DIFFERENT: this install does not reproduce the training report "
+                    "(different files, audio stack or model).")
+    return (f"**Skew check:** official-split accuracy here {acc['value'] * 100:.1f}% vs {ref * 100:.1f}% in the "
+            f"model card: {verdict_text}")
+
+
 def _accuracy_md(a: dict | None, card_metrics: dict | None = None) -> list[str]:
     if not a:
         return []
@@ -361,6 +376,7 @@ def _accuracy_md(a: dict | None, card_metrics: dict | None = None) -> list[str]:
         lines.append(f"| {name} | {acc['value'] * 100:.1f}% ({acc['successes']}/{acc['total']}) | "
                      f"{acc['ci95'][0] * 100:.1f}-{acc['ci95'][1] * 100:.1f}% | {c['mean_confidence']:.3f} | "
                      f"{'' if ref is None else f'{ref * 100:.1f}%'} |")
+    lines += ["", skew_check(a, card_metrics or {})]
     lines += ["", ("The training report's figures come from `digitspot-train evaluate` on a workstation; the "
                    "official split must match exactly (same files, same edge code). Pitch conditions differ in "
                    "method (its shift keeps the duration), noise conditions in the random noise drawn.")]
