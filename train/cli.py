@@ -180,6 +180,7 @@ def all_stages(ws, loso_results) -> None:
 
     start = time.monotonic()
     timings = {}
+    ws.path("all.json").unlink(missing_ok=True)  # the report must not show a previous run's timings
     for name, stage in (("data", p.stage_data), ("synth", p.stage_synth), ("fit", p.stage_fit),
                         ("distill", p.stage_distill), ("prune", p.stage_prune), ("export", p.stage_export),
                         ("quantize", p.stage_quantize)):
@@ -197,14 +198,10 @@ def all_stages(ws, loso_results) -> None:
         card.training = {**card.training, "stage_seconds": timings, "produced_by": "digitspot-train all"
                          + (" --quick" if ws.recipe.preset == "quick" else "")}
         write_card(path, card)
-    from edge.card import write_bytes_atomic, write_json_atomic
+    from edge.card import write_json_atomic
 
     write_json_atomic(ws.path("all.json"), {"stage_seconds": timings, "recipe": ws.recipe.to_dict()})
-    report = ws.artifact("report.md")
-    section = ["## How long it took", "", f"`digitspot-train all` (preset `{ws.recipe.preset}`) on this machine, "
-               "wall-clock seconds per stage:", "", "| stage | seconds |", "|---|---|"]
-    section += [f"| {k} | {v:.0f} |" for k, v in timings.items()] + [""]
-    write_bytes_atomic(report, (report.read_text(encoding="utf-8") + "\n".join(section) + "\n").encode("utf-8"))
+    p.append_timings(ws, timings)
     _print_metrics(m)
     click.echo(f"total: {timings['total']:.0f} s")
 

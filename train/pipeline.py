@@ -330,6 +330,8 @@ def stage_evaluate(ws: Workspace, loso_results: Path | None = None, conditions: 
         loso = json.loads(Path(loso_results).read_text())
         metrics["loso_folds_int8"] = {f["speaker"]: f["accuracy_int8"] for f in loso.get("folds", [])}
         metrics["loso_folds_fp32"] = {f["speaker"]: f["accuracy_fp32"] for f in loso.get("folds", [])}
+        metrics["loso_fold_seconds"] = {f["speaker"]: f["seconds"] for f in loso.get("folds", [])}
+        metrics["loso_seconds"] = loso.get("seconds", 0)
         if loso.get("folds"):
             metrics["loso_mean_accuracy_int8"] = float(np.mean(list(metrics["loso_folds_int8"].values())))
             metrics["loso_mean_accuracy_fp32"] = float(np.mean(list(metrics["loso_folds_fp32"].values())))
@@ -353,7 +355,19 @@ def stage_evaluate(ws: Workspace, loso_results: Path | None = None, conditions: 
 
     write_bytes_atomic(ws.artifact("report.md"), report.encode("utf-8"))
     ws.save_config(ws.path("evaluate.json"), "evaluate", {"metrics": metrics})
+    if ws.path("all.json").is_file():  # a re-evaluation keeps the timings of the run that made the model
+        append_timings(ws, json.loads(ws.path("all.json").read_text())["stage_seconds"])
     return metrics
+
+
+def append_timings(ws: Workspace, timings: dict) -> None:
+    from edge.card import write_bytes_atomic
+
+    report = ws.artifact("report.md")
+    intro = f"`digitspot-train all` (preset `{ws.recipe.preset}`) on this machine, wall-clock seconds per stage:"
+    section = ["## How long it took", "", intro, "", "| stage | seconds |", "|---|---|"]
+    section += [f"| {k} | {v:.0f} |" for k, v in timings.items()] + [""]
+    write_bytes_atomic(report, (report.read_text(encoding="utf-8") + "\n".join(section) + "\n").encode("utf-8"))
 
 
 def render_report(ws: Workspace, m: dict, conds: list, card, models: dict, png: Path) -> str:
@@ -399,11 +413,13 @@ def render_report(ws: Workspace, m: dict, conds: list, card, models: dict, png: 
         lines += [f"`digitspot-train loso` reran the recipe (preset `{m.get('loso_recipe')}`) once per held-out "
                   "speaker; each fold is tested on all takes of the speaker it never saw."
                   + ("" if m.get("loso_complete") else " Not all folds finished: the mean covers those listed."),
-                  "", "| held-out speaker | FP32 (unpruned) | INT8 |", "|---|---|---|"]
+                  "", "| held-out speaker | FP32 (unpruned) | INT8 | fold wall time |", "|---|---|---|---|"]
         for spk, acc in m["loso_folds_int8"].items():
-            lines.append(f"| {spk} | {pct(m['loso_folds_fp32'].get(spk))} | {pct(acc)} |")
+            lines.append(f"| {spk} | {pct(m['loso_folds_fp32'].get(spk))} | {pct(acc)} | "
+                         f"{m['loso_fold_seconds'].get(spk, 0) / 60:.1f} min |")
         lines += [(f"| **mean** | **{pct(m.get('loso_mean_accuracy_fp32'))}** | "
-                  f"**{pct(m.get('loso_mean_accuracy_int8'))}** |"), ""]
+                   f"**{pct(m.get('loso_mean_accuracy_int8'))}** | total {m.get('loso_seconds', 0) / 60:.1f} min |"),
+                  ""]
     else:
         lines += ["Not measured for this report: run `make loso` (then `digitspot-train evaluate`).", ""]
     lines += ["## Per-class (INT8)", "", f"![confusion matrix]({png.name})", "",
