@@ -152,7 +152,9 @@ def main(model, fp32_model, torchscript, data_dir, short, only, runs, warmup, e2
             log(f"{name} failed: {exc}\n{traceback.format_exc()}")
             return None
 
-    fig = lambda key: f"{stem}-{key}.png"
+    def fig(key: str) -> str:
+        return f"{stem}-{key}.png"
+
     out_dir.mkdir(parents=True, exist_ok=True)
 
     if "inference" in sections:
@@ -232,8 +234,8 @@ def main(model, fp32_model, torchscript, data_dir, short, only, runs, warmup, e2
 
             def _e2e():
                 res = run_e2e(stream, model, host, port)
-                if plots.latency_figure(out_dir / fig("e2e"), {"end of speech -> subscriber": res["latency_ms"] and
-                                        [w["latency_ms"] for w in res["per_word"] if w["latency_ms"] is not None]},
+                latencies = [w["latency_ms"] for w in res["per_word"] if w["latency_ms"] is not None]
+                if plots.latency_figure(out_dir / fig("e2e"), {"end of speech -> subscriber": latencies},
                                         "End to end", target_ms=max_e2e_p95_ms):
                     res["figure"] = fig("e2e")
                 return res
@@ -247,14 +249,12 @@ def main(model, fp32_model, torchscript, data_dir, short, only, runs, warmup, e2
             thr: dict[str, Any] = {}
             hour = build_stream(clips, digits, [f.path.name for f in files], rate, snr_db=snr_db, noise=noise,
                                 seed=seed + 1, repeat_to_s=counts["hour_seconds"])
-            thr["speech_hour"] = section("throughput speech", lambda: run_unpaced(
-                hour, model, host, port, label="speech+noise"))
-            thr["speech_hour"] and thr["speech_hour"].update(audio=hour.description)
+            thr["speech_hour"] = section("throughput speech", lambda: {
+                **run_unpaced(hour, model, host, port, label="speech+noise"), "audio": hour.description})
             del hour
             quiet = noise_only_stream(counts["hour_seconds"], rate, noise=noise, snr_db=snr_db, seed=seed + 2)
-            thr["noise_hour"] = section("throughput noise", lambda: run_unpaced(
-                quiet, model, host, port, label="noise-only"))
-            thr["noise_hour"] and thr["noise_hour"].update(audio=quiet.description)
+            thr["noise_hour"] = section("throughput noise", lambda: {
+                **run_unpaced(quiet, model, host, port, label="noise-only"), "audio": quiet.description})
             del quiet
             thr["startup"] = section("startup", lambda: run_startup(model, host, port, rate))
             idle_audio = noise_only_stream(counts["idle_seconds"] + 3.0, rate, noise=noise, snr_db=snr_db,
