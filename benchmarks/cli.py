@@ -309,8 +309,11 @@ def caveats(report: dict[str, Any]) -> list[str]:
     m = report["machine"]
     out = [
         (f"Shared machine: {m['logical_cores']} logical cores, load average {m['loadavg_at_start']} at start and "
-        f"{report.get('loadavg_at_end')} at the end (other work was running). Tails (p99, max) are the most "
-        "sensitive to that; medians much less. Re-run on an idle machine before quoting a tail."),
+         f"{report.get('loadavg_at_end')} at the end; over the run all CPUs together were "
+         f"{(report.get('machine_busy') or {}).get('busy_percent', '?')}% busy (steal "
+         f"{(report.get('machine_busy') or {}).get('steal_percent', '?')}%), this benchmark and its daemons "
+         "included, other people's jobs too. Tails (p99, max) are the most sensitive to that; medians much "
+         "less. Re-run on an idle machine before quoting a tail."),
         "CPU frequency scaling and turbo are not controlled; a VM's vCPU may be time-sliced.",
         ("Inference latency is the onnxruntime call for one already-windowed 1-s input (the daemon's "
         "OnnxDigitClassifier.logits); windowing and softmax add microseconds."),

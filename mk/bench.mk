@@ -1,5 +1,5 @@
 # Owned by the benchmarks work (issue 4): `make bench`.
-# Full size by default (~15-25 min on a 2-core x86: 300 words in real time, an hour of audio through the
+# Full size by default (~12 min on the 2-core x86 dev machine: 300 words in real time, an hour of audio through the
 # daemon twice, 2 min of real-time listening); exits non-zero when a gated target is missed.
 # `make bench BENCH_SHORT=1` runs small counts in a couple of minutes (figures indicative only; report in
 # runs/bench-short, which git ignores).
