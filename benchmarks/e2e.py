@@ -126,6 +126,11 @@ def run_e2e(stream: LabelledStream, model: Path, host: str, port: int, *, max_la
         if isinstance(payload.get("latency_ms"), (int, float)):
             reported.append(float(payload["latency_ms"]))
     matched = match(words, detections, max_latency_s)
+    info = next((m["payload"] for m in subscriber.messages() if m["topic"] == f"{prefix}/info"), None)
+    try:
+        daemon_info = json.loads(info) if info else None  # versions and effective config, as retained
+    except json.JSONDecodeError:
+        daemon_info = {"raw": info}
     gap_seconds = (stream.audio.size - sum(u.end - u.start for u in stream.utterances)) / stream.rate
     result = {
         "stream": stream.description,
@@ -144,6 +149,7 @@ def run_e2e(stream: LabelledStream, model: Path, host: str, port: int, *, max_la
         "errors_by_digit": _error_pairs(matched["per_word"]),
         "latency_definition": LATENCY_DEFINITION,
         "stderr_tail": daemon.stderr_tail(),
+        "daemon_info": daemon_info,
     }
     return result
 

@@ -264,6 +264,12 @@ def _e2e_md(e: dict | None) -> list[str]:
               (f"Detections outside any word window: {_fmt(fp['value'], digits=1)} per hour of gap audio "
                f"(95% CI {_fmt(fp['ci95'][0], digits=1)}-{_fmt(fp['ci95'][1], digits=1)}). "
                f"Matching: {e['matching_rule']}"), ""]
+    config = dig(e, "daemon_info", "config", default={})
+    if config:
+        keys = ("vad_mode", "vad_frame_ms", "preroll_ms", "hangover_ms", "offset_ms", "early_confidence",
+                "min_confidence", "min_segment_ms", "max_segment_ms", "onset_db", "offset_db", "threads")
+        lines += ["Daemon settings (from its retained `info` message): "
+                  + ", ".join(f"{k}={config[k]}" for k in keys if k in config) + ".", ""]
     return lines + _img_from(e, "end-to-end latency")
 
 
