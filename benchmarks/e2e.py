@@ -29,9 +29,9 @@ LATENCY_DEFINITION = [
     "written when CLOCK_MONOTONIC reaches its due time (t0 + k x 10 ms), like a sound card delivering periods."),
     ("A word's end time is the moment the write() of the chunk holding its last sample returned: from then on "
     "the sample is in the kernel pipe, readable by the daemon, as a microphone period is once the driver has "
-    "delivered it. Words are trimmed to their last 10 ms frame above -35 dB of their loudest, so the end of "
-    "the samples is the end of speech (untrimmed FSDD files carry up to ~0.8 s of trailing silence, which "
-    "would flatter the daemon)."),
+    "delivered it. Words are trimmed to the end of their last run of >= 30 ms above -35 dB of their loudest "
+    "10 ms frame, so the end of the samples is the end of speech (untrimmed FSDD files carry up to ~0.8 s of "
+    "trailing silence, which would flatter the daemon)."),
     ("An independent subscriber process stamps each `<prefix>/digit` message with CLOCK_MONOTONIC in paho's "
     "on_message. CLOCK_MONOTONIC is one system-wide clock on Linux, shared by all processes, so the "
     "difference of the two stamps is the latency with no clock offset to estimate: that is why it is exact, "
