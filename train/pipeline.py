@@ -245,7 +245,7 @@ def stage_quantize(ws: Workspace) -> dict:
     quant = Quantization(scheme="static-qdq", weight_dtype="int8", activation_dtype="uint8", per_channel=True,
                          op_types=["Conv", "Gemm"],
                          calibration=f"{len(calib)} windows of training audio (3/4 clean, 1/4 mildly augmented), "
-                                     "Percentile 99.999; front end (STFT, mel, log) stays float32")
+                                     "Percentile 99.999; front end (STFT and mel in float64, log) stays float")
     card = fp32_card
     card.name = SHIPPED_NAME
     card.quantization = quant
@@ -357,7 +357,19 @@ def stage_evaluate(ws: Workspace, loso_results: Path | None = None, conditions: 
     ws.save_config(ws.path("evaluate.json"), "evaluate", {"metrics": metrics})
     if ws.path("all.json").is_file():  # a re-evaluation keeps the timings of the run that made the model
         append_timings(ws, json.loads(ws.path("all.json").read_text())["stage_seconds"])
+    make_readable(ws)
     return metrics
+
+
+def make_readable(ws: Workspace) -> None:
+    """Atomic writes create files as 0600; shipped models and reports must be readable by the daemon's user."""
+    import os
+
+    for name in (f"{SHIPPED_NAME}.onnx", f"{SHIPPED_NAME}.onnx.json", f"{SHIPPED_NAME}-fp32.onnx",
+                 f"{SHIPPED_NAME}-fp32.onnx.json", f"{SHIPPED_NAME}.pt", "report.md", "confusion-int8.png"):
+        path = ws.artifact(name)
+        if path.is_file():
+            os.chmod(path, 0o644)
 
 
 def append_timings(ws: Workspace, timings: dict) -> None:
@@ -365,9 +377,10 @@ def append_timings(ws: Workspace, timings: dict) -> None:
 
     report = ws.artifact("report.md")
     intro = f"`digitspot-train all` (preset `{ws.recipe.preset}`) on this machine, wall-clock seconds per stage:"
-    section = ["## How long it took", "", intro, "", "| stage | seconds |", "|---|---|"]
+    section = ["", "## How long it took", "", intro, "", "| stage | seconds |", "|---|---|"]
     section += [f"| {k} | {v:.0f} |" for k, v in timings.items()] + [""]
     write_bytes_atomic(report, (report.read_text(encoding="utf-8") + "\n".join(section) + "\n").encode("utf-8"))
+    make_readable(ws)
 
 
 def render_report(ws: Workspace, m: dict, conds: list, card, models: dict, png: Path) -> str:

@@ -30,8 +30,8 @@ class Recipe:
     student_arch: dict = field(default_factory=lambda: {"kind": "student", "kwargs": {
         "channels": 64, "blocks": 5, "downsample_blocks": [0, 2]}})
     fit: LoopConfig = field(default_factory=lambda: LoopConfig(epochs=30, lr=3e-3, patience=8, max_minutes=7.0))
-    distill: DistillConfig = field(default_factory=lambda: DistillConfig(epochs=40, lr=4e-3, patience=8,
-                                                                          max_minutes=13.0))
+    distill: DistillConfig = field(default_factory=lambda: DistillConfig(epochs=50, lr=4e-3, patience=8,
+                                                                          max_minutes=15.5))
     prune: PruneConfig = field(default_factory=lambda: PruneConfig(epochs=1, lr=1e-3, max_minutes=1.5,
                                                                     max_batches_per_epoch=60))
     calibration_windows: int = 256
@@ -46,8 +46,8 @@ def preset(name: str, split: str = "official", seed: int = 0) -> Recipe:
     if name == "loso":
         return Recipe(
             preset="loso", split=split, seed=seed,
-            fit=LoopConfig(epochs=8, lr=3e-3, patience=4, max_minutes=2.5, max_batches_per_epoch=60),
-            distill=DistillConfig(epochs=12, lr=4e-3, patience=4, max_minutes=4.0, max_batches_per_epoch=60),
+            fit=LoopConfig(epochs=10, lr=3e-3, patience=4, max_minutes=2.5, max_batches_per_epoch=60),
+            distill=DistillConfig(epochs=16, lr=4e-3, patience=5, max_minutes=4.5, max_batches_per_epoch=60),
             prune=PruneConfig(epochs=1, lr=1e-3, max_minutes=0.5, max_batches_per_epoch=15),
             calibration_windows=128,
         )
