@@ -87,7 +87,8 @@ def torch_runners(torchscript: Path, card_training: dict) -> dict[str, Any]:
         training = card_training or {}
         student_cfg = (training.get("student") or (training.get("recipe") or {}).get("student_arch", {})
                        .get("kwargs") or {})
-        kwargs = {k: student_cfg[k] for k in ("channels", "blocks") if k in student_cfg}
+        # every architecture argument the recipe recorded (channels, blocks, downsample_blocks, ...)
+        kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in student_cfg.items()}
         eager = build_student(specaugment=False, **kwargs).eval()
         missing, _unexpected = eager.load_state_dict(scripted.state_dict(), strict=False)
         if missing:
