@@ -1,7 +1,8 @@
 """Inference latency of one 1-s window: INT8 ONNX (shipped), FP32 ONNX, TorchScript and eager PyTorch.
 
 Each runtime gets one thread (as the daemon runs), a warm-up, then ``runs`` timed calls on real
-1-s windows of FSDD test audio (cycled), each timed with ``perf_counter_ns`` around the call alone.
+1-s windows of FSDD test audio (cycled), each timed with ``perf_counter_ns`` around the call alone;
+the runtimes take turns in blocks of 100 calls so that load from elsewhere hits them alike.
 """
 
 from __future__ import annotations
@@ -19,20 +20,7 @@ from benchmarks.stats import summarize
 from edge.audio_io import fit_to_window
 from edge.card import ModelCard, card_path_for, load_card
 
-
-def _time_calls(fn: Callable[[np.ndarray], Any], windows: np.ndarray, runs: int, warmup: int,
-                label: str) -> np.ndarray:
-    for i in range(warmup):
-        fn(windows[i % len(windows)][None, :])
-    out = np.empty(runs, dtype=np.float64)
-    batches = [w[None, :] for w in windows]
-    with click.progressbar(range(runs), label=f"  {label}", file=click.get_text_stream("stderr")) as bar:
-        for i in bar:
-            x = batches[i % len(batches)]
-            t0 = time.perf_counter_ns()
-            fn(x)
-            out[i] = (time.perf_counter_ns() - t0) / 1e6
-    return out
+BLOCK = 100  # timed calls per runtime before switching to the next (see _time_interleaved)
 
 
 def onnx_runner(model: Path, card: ModelCard) -> Callable[[np.ndarray], Any]:
@@ -110,13 +98,42 @@ def torch_runners(torchscript: Path, card_training: dict) -> dict[str, Any]:
     return out
 
 
+def _time_interleaved(runners: dict[str, Callable[[np.ndarray], Any]], windows: np.ndarray, runs: int,
+                      warmup: int, block: int = BLOCK) -> dict[str, np.ndarray]:
+    """Time every runtime ``runs`` times, round-robin in blocks of ``block`` calls.
+
+    Each runtime stays warm within its block, and a burst of load from elsewhere on the machine lands on
+    all runtimes alike instead of on whichever happened to be running (they would otherwise run one
+    after the other, ~1 s each).
+    """
+    batches = [w[None, :] for w in windows]
+    for fn in runners.values():
+        for i in range(warmup):
+            fn(batches[i % len(batches)])
+    times = {label: np.empty(runs, dtype=np.float64) for label in runners}
+    with click.progressbar(range(0, runs, block), label=f"  {', '.join(runners)} (interleaved)",
+                           file=click.get_text_stream("stderr")) as bar:
+        for start in bar:
+            for label, fn in runners.items():
+                out = times[label]
+                for i in range(start, min(start + block, runs)):
+                    x = batches[i % len(batches)]
+                    t0 = time.perf_counter_ns()
+                    fn(x)
+                    out[i] = (time.perf_counter_ns() - t0) / 1e6
+    return times
+
+
 def run_inference(models: dict[str, Path], windows_audio: list[np.ndarray], *, runs: int, warmup: int,
                   torchscript: Path | None) -> dict[str, Any]:
     """Latency per runtime plus size figures per ONNX model. ``models``: label -> ONNX path."""
-    results: dict[str, Any] = {"runs": runs, "warmup": warmup, "threads": 1, "runtimes": {}, "models": {}}
+    results: dict[str, Any] = {"runs": runs, "warmup": warmup, "threads": 1, "interleave_block": BLOCK,
+                               "runtimes": {}, "models": {}}
     window_samples = None
     card_training: dict = {}
     shipped_card: ModelCard | None = None
+    runners: dict[str, Callable[[np.ndarray], Any]] = {}
+    sources: dict[str, str] = {}
     for label, path in models.items():
         if not path.is_file():
             results["runtimes"][label] = {"skipped": f"{path} not found"}
@@ -128,11 +145,7 @@ def run_inference(models: dict[str, Path], windows_audio: list[np.ndarray], *, r
         shipped_card = shipped_card or card
         window_samples = card.window_samples
         card_training = card_training or card.training
-        windows = np.stack([fit_to_window(a, card.window_samples) for a in windows_audio]).astype(np.float32)
-        fn = onnx_runner(path, card)
-        times = _time_calls(fn, windows, runs, warmup, f"{label} ({path.name})")
-        results["runtimes"][label] = {"model": str(path), "latency_ms": summarize(times),
-                                      "samples_ms": [round(t, 4) for t in times.tolist()]}
+        runners[label], sources[label] = onnx_runner(path, card), str(path)
         size = parameter_counts(path)
         size.update(count_macs(path, card.input_name, card.window_samples))
         size.update({"has_own_card": card_path_for(path).is_file(),
@@ -141,14 +154,18 @@ def run_inference(models: dict[str, Path], windows_audio: list[np.ndarray], *, r
                      "quantization": card.quantization.scheme, "sha256": card.sha256, "card_name": card.name})
         results["models"][label] = size
     if torchscript is not None and window_samples:
-        windows = np.stack([fit_to_window(a, window_samples) for a in windows_audio]).astype(np.float32)
         for label, runner in torch_runners(torchscript, card_training).items():
             if isinstance(runner, str):
                 results["runtimes"][label] = {"skipped": runner}
-                continue
-            times = _time_calls(runner, windows, runs, warmup, label)
-            results["runtimes"][label] = {"model": str(torchscript), "latency_ms": summarize(times),
-                                          "samples_ms": [round(t, 4) for t in times.tolist()]}
+            else:
+                runners[label], sources[label] = runner, str(torchscript)
         if torchscript.is_file():
             results["models"]["torchscript"] = {"file_size_bytes": torchscript.stat().st_size}
+    if runners:
+        windows = np.stack([fit_to_window(a, window_samples) for a in windows_audio]).astype(np.float32)
+        for label, times in _time_interleaved(runners, windows, runs, warmup).items():
+            results["runtimes"][label] = {"model": sources[label], "latency_ms": summarize(times),
+                                          "samples_ms": [round(t, 4) for t in times.tolist()]}
+    order = list(models) + ["torchscript", "eager"]
+    results["runtimes"] = {k: results["runtimes"][k] for k in order if k in results["runtimes"]}
     return results

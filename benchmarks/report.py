@@ -202,7 +202,8 @@ def _inference_md(inf: dict | None) -> list[str]:
         return []
     lines = ["## Inference latency (ms per 1-s window)", "",
              (f"{inf['runs']} timed runs after {inf['warmup']} warm-up runs, {inf['threads']} thread, real FSDD "
-             "windows cycled; each call timed alone with perf_counter_ns."), ""] + LAT_HEADER
+             "windows cycled; each call timed alone with perf_counter_ns; the runtimes take turns in blocks of "
+             f"{inf.get('interleave_block', 100)} calls so that load from elsewhere hits them alike."), ""] + LAT_HEADER
     for label, r in inf["runtimes"].items():
         if "skipped" in r:
             lines.append(f"| {label} | {r['skipped']} | | | | | | |")
