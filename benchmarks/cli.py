@@ -75,11 +75,13 @@ def log(message: str) -> None:
 @click.option("--out-dir", type=click.Path(path_type=Path), default=ROOT / "benchmarks" / "results",
               help="Where the report goes")
 @click.option("--stem", default=None, help="Report file name stem  [default: <host>-<UTC date>]")
+@click.option("--readme", type=click.Path(path_type=Path), default=None,
+              help="Also put the headline table between the bench markers of this README (make bench: README.md)")
 @click.option("--docs", type=click.Path(path_type=Path), default=None,
               help="Also write this Markdown page with the headline table (make bench: docs/bench.md)")
 def main(model, fp32_model, torchscript, data_dir, short, only, runs, warmup, e2e_words, hour_seconds,
          idle_seconds, snr_db, noise, seed, broker, daemon_command, pitch_method, with_oh, max_p99_ms, max_e2e_p95_ms, max_e2e_p50_ms,
-         out_dir, stem, docs) -> None:
+         out_dir, stem, docs, readme) -> None:
     """Benchmarks of issue 4: inference latency, end to end through the daemon and Mosquitto, throughput
     and footprint, PocketSphinx side by side, and the accuracy suite. Writes
     OUT_DIR/<host>-<date>.{json,md} plus PNGs and exits 1 when a gated target is missed (or a section
@@ -293,6 +295,8 @@ def main(model, fp32_model, torchscript, data_dir, short, only, runs, warmup, e2
 
         write_bytes_atomic(docs, render_docs(report, md_path.name).encode("utf-8"))
         docs.chmod(0o644)
+    if readme:
+        update_readme(readme, render_docs(report, md_path.name))
     from benchmarks.report import targets_table
 
     click.echo("\n".join(targets_table(report["targets"])))
@@ -337,3 +341,24 @@ def caveats(report: dict[str, Any]) -> list[str]:
     if not report["machine"]["versions"].get("torch"):
         out.append("torch is not installed: TorchScript and eager latency were skipped.")
     return out
+
+
+README_START, README_END = "<!-- bench:start -->", "<!-- bench:end -->"
+
+
+def update_readme(readme: Path, docs_page: str) -> None:
+    """Replace the README's headline table (between the bench markers) so it always shows the latest run.
+
+    The page is written for ``docs/``; in the README its heading is dropped and ``../`` links lose the prefix.
+    """
+    from edge.card import write_bytes_atomic
+
+    text = readme.read_text(encoding="utf-8")
+    if README_START not in text or README_END not in text:
+        raise click.ClickException(f"{readme} has no {README_START} ... {README_END} markers; add them where the table goes")
+    body = "\n".join(line for line in docs_page.splitlines() if not line.startswith("# ")).strip()
+    body = body.replace("](../", "](")
+    head, rest = text.split(README_START, 1)
+    _, tail = rest.split(README_END, 1)
+    write_bytes_atomic(readme, f"{head}{README_START}\n{body}\n{README_END}{tail}".encode("utf-8"))
+    readme.chmod(0o644)

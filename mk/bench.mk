@@ -10,7 +10,7 @@ BENCH_OUT ?= benchmarks/results
 
 .PHONY: bench bench-short
 bench: venv  ## run every benchmark (full size; BENCH_SHORT=1 for a quick pass); fails when a target is missed
-	$(PY) -m benchmarks $(if $(BENCH_SHORT),--short --out-dir runs/bench-short,--docs docs/bench.md --out-dir $(BENCH_OUT)) $(BENCH_ARGS)
+	$(PY) -m benchmarks $(if $(BENCH_SHORT),--short --out-dir runs/bench-short,--docs docs/bench.md --readme README.md --out-dir $(BENCH_OUT)) $(BENCH_ARGS)
 
 bench-short: venv  ## the benchmarks in short mode (small counts, a couple of minutes)
 	$(MAKE) bench BENCH_SHORT=1

@@ -1,4 +1,4 @@
-# Owned by the deploy work (issue 5): `make wheel`, `make deploy`, `make arm-check`. See docs/deploy.md.
+# Owned by the deploy work (issue 5): `make wheel`, `make deploy`, `make arm-check`. See the README, "Deploy to a Raspberry Pi".
 #   make deploy HOST=pi@raspberrypi.local [ANSIBLE_ARGS="-e digitspot_mqtt_host=192.168.1.5"]
 #   make deploy INVENTORY=deploy/inventory.yml [VAULT_PASSWORD_FILE=~/.digitspot-vault]
 #   make arm-check       the edge package on aarch64 under qemu-user; digits must equal the x86 ones
@@ -28,7 +28,7 @@ wheel: venv  ## build dist/digitspot-*.whl (+ constraints.txt, benchmarks.tar.gz
 
 deploy-target:
 	@if [ -z "$(HOST)$(INVENTORY)" ]; then \
-	  echo "usage: make deploy HOST=user@pi   or   make deploy INVENTORY=deploy/inventory.yml  (docs/deploy.md)"; \
+	  echo "usage: make deploy HOST=user@pi   or   make deploy INVENTORY=deploy/inventory.yml  (README: Deploy to a Raspberry Pi)"; \
 	  exit 2; fi
 
 deploy: deploy-target wheel  ## install/update the daemon on a Pi: HOST=user@pi or INVENTORY=deploy/inventory.yml
