@@ -3,10 +3,13 @@ says the figures were skipped and everything else is still written."""
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from edge.card import write_bytes_atomic
 
 
 def _pyplot():
@@ -73,8 +76,10 @@ def confusion_figure(path: Path, matrix: list[list[int]], title: str) -> bool:
     ax.set_ylabel("spoken digit")
     ax.set_title(title, fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
     plt.close(fig)
+    write_bytes_atomic(path, buf.getvalue())  # a report never links half a PNG
     return True
 
 

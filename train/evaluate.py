@@ -77,32 +77,10 @@ def per_class(m: np.ndarray) -> list[dict]:
 
 
 def plot_confusion(m: np.ndarray, path: Path, title: str) -> None:
-    import io
+    """The same confusion-matrix figure the benchmarks draw, so the two reports read alike."""
+    from benchmarks.plots import confusion_figure
 
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from edge.card import write_bytes_atomic
-
-    fig, ax = plt.subplots(figsize=(5.2, 4.6), dpi=110)
-    ax.imshow(m, cmap="Blues")
-    for i in range(m.shape[0]):
-        for j in range(m.shape[1]):
-            if m[i, j]:
-                ax.text(j, i, str(m[i, j]), ha="center", va="center", fontsize=8,
-                        color="white" if m[i, j] > m.max() / 2 else "black")
-    ax.set_xticks(range(10))
-    ax.set_yticks(range(10))
-    ax.set_xlabel("predicted digit")
-    ax.set_ylabel("spoken digit")
-    ax.set_title(title, fontsize=9)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    write_bytes_atomic(path, buf.getvalue())
+    confusion_figure(path, np.asarray(m).tolist(), title)
 
 
 def pct(x: float | None) -> str:
