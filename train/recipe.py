@@ -1,8 +1,8 @@
 """The training recipe: every knob of every stage in one serialisable object.
 
 Three presets: ``full`` (what ``make train`` ships), ``loso`` (the same recipe with a smaller time budget
-per fold, so six folds fit in an hour), and ``quick`` (tiny data and one short pass per stage, used by
-the tests to exercise every stage in about a minute). The recipe is saved beside every output.
+per fold, so six folds, two at a time, fit in an hour), and ``quick`` (tiny data and one short pass per
+stage, used by the tests to exercise every stage in about a minute). The recipe is saved beside every output.
 """
 
 from __future__ import annotations
@@ -28,10 +28,11 @@ class Recipe:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     teacher_arch: dict = field(default_factory=lambda: {"kind": "teacher", "kwargs": {"width": 24, "stem_stride": 2}})
     student_arch: dict = field(default_factory=lambda: {"kind": "student", "kwargs": {
-        "channels": 64, "blocks": 5, "downsample_blocks": [0, 2]}})
-    fit: LoopConfig = field(default_factory=lambda: LoopConfig(epochs=30, lr=3e-3, patience=8, max_minutes=7.0))
-    distill: DistillConfig = field(default_factory=lambda: DistillConfig(epochs=50, lr=4e-3, patience=8,
-                                                                          max_minutes=15.5))
+        "channels": 80, "blocks": 5, "downsample_blocks": [0, 2]}})
+    fit: LoopConfig = field(default_factory=lambda: LoopConfig(epochs=30, lr=3e-3, patience=8, max_minutes=7.0,
+                                                               ema_decay=0.998))
+    distill: DistillConfig = field(default_factory=lambda: DistillConfig(epochs=55, lr=4e-3, patience=10,
+                                                                          max_minutes=16.5, ema_decay=0.998))
     prune: PruneConfig = field(default_factory=lambda: PruneConfig(epochs=1, lr=1e-3, max_minutes=1.5,
                                                                     max_batches_per_epoch=60))
     calibration_windows: int = 256
@@ -46,9 +47,11 @@ def preset(name: str, split: str = "official", seed: int = 0) -> Recipe:
     if name == "loso":
         return Recipe(
             preset="loso", split=split, seed=seed,
-            fit=LoopConfig(epochs=10, lr=3e-3, patience=4, max_minutes=2.5, max_batches_per_epoch=60),
-            distill=DistillConfig(epochs=16, lr=4e-3, patience=5, max_minutes=4.5, max_batches_per_epoch=60),
-            prune=PruneConfig(epochs=1, lr=1e-3, max_minutes=0.5, max_batches_per_epoch=15),
+            fit=LoopConfig(epochs=20, lr=3e-3, patience=6, max_minutes=4.0, max_batches_per_epoch=60,
+                           ema_decay=0.998),
+            distill=DistillConfig(epochs=40, lr=4e-3, patience=8, max_minutes=8.5, max_batches_per_epoch=60,
+                                  ema_decay=0.998),
+            prune=PruneConfig(epochs=1, lr=1e-3, max_minutes=1.0, max_batches_per_epoch=30),
             calibration_windows=128,
         )
     if name == "quick":
@@ -56,8 +59,10 @@ def preset(name: str, split: str = "official", seed: int = 0) -> Recipe:
             preset="quick", split=split, seed=seed,
             thin_train_per_digit_speaker=4, thin_test_per_digit_speaker=2, condition_files=40,
             synth=replace(SynthConfig(), espeak_voices=3, flite_voices=2),
-            fit=LoopConfig(epochs=2, patience=2, max_minutes=1.0, max_batches_per_epoch=3, batch_size=32),
-            distill=DistillConfig(epochs=2, patience=2, max_minutes=1.0, max_batches_per_epoch=3, batch_size=32),
+            fit=LoopConfig(epochs=2, patience=2, max_minutes=1.0, max_batches_per_epoch=3, batch_size=32,
+                           ema_decay=0.998),
+            distill=DistillConfig(epochs=2, patience=2, max_minutes=1.0, max_batches_per_epoch=3, batch_size=32,
+                                  ema_decay=0.998),
             prune=PruneConfig(epochs=1, max_minutes=0.5, max_batches_per_epoch=1, batch_size=32),
             calibration_windows=32,
         )

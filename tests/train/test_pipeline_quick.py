@@ -158,17 +158,22 @@ def test_stage_subcommands_rerun_on_the_run_dir(run_train, quick_run, fsdd_dir):
     load_card(out / "digitspot.onnx")  # card and model still belong together
 
 
-def test_loso_one_fold(run_train, quick_run, fsdd_dir):
+def test_loso_two_folds_in_parallel(run_train, quick_run, fsdd_dir):
     base = quick_run["base"]
     run = base / "loso"
-    result = run_train(["loso", "--quick", "--speakers", "theo", "--run-dir", str(run),
-                        "--cache-dir", str(quick_run["cache"])], fsdd_dir, cwd=base)
+    result = run_train(["loso", "--quick", "--speakers", "theo,george", "--jobs", "2", "--threads", "1",
+                        "--run-dir", str(run), "--cache-dir", str(quick_run["cache"])], fsdd_dir, cwd=base)
     assert result.returncode == 0, result.stderr[-2000:]
     loso = json.loads((run / "loso.json").read_text())
-    assert [f["speaker"] for f in loso["folds"]] == ["theo"]
-    assert loso["folds"][0]["test_files"] == 20  # quick: 2 takes x 10 digits of the held-out speaker
-    data = json.loads((run / "theo" / "data.json").read_text())
-    assert all("_theo_" not in p for p in data["files"]["train"] + data["files"]["validation"])
+    assert [f["speaker"] for f in loso["folds"]] == ["theo", "george"]  # in the order asked, whichever ends first
+    assert loso["jobs"] == 2 and not loso["complete"]
+    for fold in loso["folds"]:
+        assert fold["test_files"] == 20  # quick: 2 takes x 10 digits of the held-out speaker
+        data = json.loads((run / fold["speaker"] / "data.json").read_text())
+        held_out = f"_{fold['speaker']}_"
+        assert all(held_out not in p for p in data["files"]["train"] + data["files"]["validation"])
+        assert all(held_out in p for p in data["files"]["test"])
+    assert abs(loso["mean_accuracy_int8"] - sum(f["accuracy_int8"] for f in loso["folds"]) / 2) < 1e-9
     # The report of the main run picks the LOSO results up.
     result = run_train(["evaluate", "--quick", "--run-dir", str(quick_run["run"]), "--out", str(quick_run["out"]),
                         "--loso-results", str(run / "loso.json")], fsdd_dir, cwd=base)

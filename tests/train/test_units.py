@@ -69,3 +69,24 @@ def test_trim_silence():
     x[3000:4000] = 0.5
     y = trim_silence(x, 8000)
     assert 1000 <= len(y) <= 1400
+
+
+def test_weight_average_follows_the_ema_formula():
+    from torch import nn
+
+    from train.training import WeightAverage
+
+    model = nn.Sequential(nn.Linear(3, 2), nn.BatchNorm1d(2))
+    avg = WeightAverage(model, decay=0.9)
+    start = {k: v.clone() for k, v in model.state_dict().items()}
+    with torch.no_grad():
+        model[0].weight.add_(1.0)
+        model[1].num_batches_tracked.fill_(7)
+    avg.update(model)  # step 1: decay ramps to (1 + 1) / (10 + 1)
+    d = 2 / 11
+    assert torch.allclose(avg.model[0].weight, d * start["0.weight"] + (1 - d) * model[0].weight)
+    assert int(avg.model[1].num_batches_tracked) == 7  # integer buffers are copied, not averaged
+    for _ in range(200):
+        avg.update(model)  # the decay is capped at 0.9: the average converges to the (now fixed) weights
+    assert torch.allclose(avg.model[0].weight, model[0].weight, atol=1e-6)
+    assert avg.model is not model and avg.model[0].weight.data_ptr() != model[0].weight.data_ptr()
