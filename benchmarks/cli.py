@@ -360,5 +360,5 @@ def update_readme(readme: Path, docs_page: str) -> None:
     body = body.replace("](../", "](")
     head, rest = text.split(README_START, 1)
     _, tail = rest.split(README_END, 1)
-    write_bytes_atomic(readme, f"{head}{README_START}\n{body}\n{README_END}{tail}".encode("utf-8"))
+    write_bytes_atomic(readme, f"{head}{README_START}\n{body}\n{README_END}{tail}".encode())
     readme.chmod(0o644)

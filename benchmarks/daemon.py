@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.subscriber import now_ns
+from edge.processes import stop_process
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
@@ -111,13 +112,7 @@ class Subscriber:
         return self.out.wait_for(hit, timeout)
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc)
         self.out.join(2)
 
 

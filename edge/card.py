@@ -86,7 +86,7 @@ class ModelCard:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "ModelCard":
+    def from_dict(cls, data: dict[str, Any]) -> ModelCard:
         if not isinstance(data, dict):
             raise ModelError("model card is not a JSON object: re-export the model with digitspot-train export")
         version = data.get("schema_version")

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from edge.processes import stop_process
+
 ROOT = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(os.environ.get("VIRTUAL_ENV", ROOT / ".venv")) / "bin"
 SSHD = shutil.which("sshd") or "/usr/sbin/sshd"
@@ -79,9 +81,4 @@ class Sshd:
                 time.sleep(0.1)
 
     def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        stop_process(self.process)

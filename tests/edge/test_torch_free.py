@@ -43,7 +43,7 @@ def edge_only_venv(tmp_path_factory) -> Path:
     py = env_dir / "bin" / "python"
     result = subprocess.run(
         [str(py), "-m", "pip", "install", "-q", "--disable-pip-version-check", str(ROOT)],
-        capture_output=True, text=True, timeout=900,
+        check=False, capture_output=True, text=True, timeout=900,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     return env_dir
@@ -51,7 +51,7 @@ def edge_only_venv(tmp_path_factory) -> Path:
 
 def test_torch_is_not_installed_by_the_edge_install(edge_only_venv: Path):
     py = edge_only_venv / "bin" / "python"
-    probe = subprocess.run([str(py), "-c", "import torch"], capture_output=True, text=True)
+    probe = subprocess.run([str(py), "-c", "import torch"], check=False, capture_output=True, text=True)
     assert probe.returncode != 0 and "No module named 'torch'" in probe.stderr
 
 
@@ -60,7 +60,7 @@ def test_edge_only_install_classifies_fsdd(edge_only_venv: Path, fsdd_test_files
     cli = edge_only_venv / "bin" / "digitspot-edge"
     result = subprocess.run(
         [str(cli), "classify", "--model", str(MODEL), *map(str, files)],
-        capture_output=True, text=True, timeout=300, cwd=edge_only_venv.parent,
+        check=False, capture_output=True, text=True, timeout=300, cwd=edge_only_venv.parent,
     )
     assert result.returncode == 0, result.stderr
     lines = [json.loads(line) for line in result.stdout.splitlines()]
@@ -70,8 +70,8 @@ def test_edge_only_install_classifies_fsdd(edge_only_venv: Path, fsdd_test_files
     # and nothing the edge CLI loaded pulled torch in behind our back
     check = subprocess.run(
         [str(edge_only_venv / "bin" / "python"), "-c",
-         "import sys, edge.cli, edge.classifier, edge.audio_io, edge.card; "
-         "assert 'torch' not in sys.modules; print('ok')"],
-        capture_output=True, text=True, cwd=edge_only_venv.parent,
+         ("import sys, edge.cli, edge.classifier, edge.audio_io, edge.card; "
+          "assert 'torch' not in sys.modules; print('ok')")],
+        check=False, capture_output=True, text=True, cwd=edge_only_venv.parent,
     )
     assert check.stdout.strip() == "ok", check.stderr
