@@ -510,8 +510,14 @@ def stage_loso(base: Workspace, speakers: list[str] | None = None, jobs: int = 1
         # spawn, not fork: a forked child would inherit torch's OpenMP state from the parent.
         with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
             futures = [pool.submit(run_fold, base, spk, threads) for spk in speakers]
-            for future in as_completed(futures):
-                record(future.result())
+            try:
+                for future in as_completed(futures):
+                    record(future.result())
+            except BaseException:
+                # a failed fold (or Ctrl-C) ends the run now: folds not yet started are dropped instead of
+                # training for the rest of the hour before the error is shown; finished ones stay recorded.
+                pool.shutdown(wait=False, cancel_futures=True)
+                raise
     results["complete"] = set(speakers) == set(all_speakers)
     base.save_config(out, "loso", results)
     write_json_atomic(out, {**json.loads(out.read_text()), **results})

@@ -39,7 +39,6 @@ class LoopConfig:
     max_batches_per_epoch: int = 0  # 0 = whole training set (``--quick`` caps it)
     ema_decay: float = 0.0  # > 0: validate and keep an exponential moving average of the weights
 
-
     def to_dict(self) -> dict:
         return asdict(self)
 
@@ -157,7 +156,7 @@ class WeightAverage:
     Why: with heavy augmentation and a high learning rate the weights of a small network wander from
     batch to batch; their running average is a smoother, usually more accurate model for free, and
     its validation score is steadier, so picking "the best epoch" picks less noise. The decay ramps up
-    from ~0.1 (``(1 + step) / (10 + step)``) so early epochs are not dominated by random init."""
+    from 0.18 at the first step (``(1 + step) / (10 + step)``) so early epochs are not dominated by random init."""
 
     def __init__(self, model: nn.Module, decay: float):
         self.decay = decay
