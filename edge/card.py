@@ -33,6 +33,7 @@ class Quantization:
     per_channel: bool = False
     op_types: list[str] = field(default_factory=list)  # ONNX op types that were quantized
     calibration: str = ""  # what audio calibrated the activation ranges
+    float_layers: list[str] = field(default_factory=list)  # layers of those op types deliberately kept float
 
 
 @dataclass

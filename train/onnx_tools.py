@@ -108,21 +108,31 @@ def quantize_int8(fp32_path: str | Path, int8_path: str | Path, calibration: np.
     Percentile calibration on clean windows: measured on the official test set, MinMax ranges (and
     calibration audio with heavy augmentation) cost several points of top-1 agreement with FP32,
     because a few extreme activations stretch the 8-bit grid.
+
+    The first convolution stays float: it reads the log-mel image directly (a wide, skewed range) and
+    holds only ``channels x 25`` weights; quantizing it tripled the mean |logit - FP32 logit| on the
+    validation takes (0.17 against 0.06) for 3.6 KB of file size and no measurable time.
+    Returns the settings, with ``float_layers`` naming the layers kept float.
     """
+    import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     int8_path = Path(int8_path)
-    settings = {"quant_format": "QDQ", "per_channel": True, "op_types_to_quantize": ["Conv", "Gemm"],
-                "weight_type": "QInt8", "activation_type": "QUInt8", "calibrate_method": "Percentile (99.999)",
-                "calibration_windows": len(calibration), "pre_process": "quant_pre_process"}
     with tempfile.TemporaryDirectory(prefix="digitspot-quant-") as tmp:
         pre = Path(tmp) / "pre.onnx"
         out = Path(tmp) / "int8.onnx"
         quant_pre_process(str(fp32_path), str(pre), skip_symbolic_shape=True)
+        first_conv = next(n for n in onnx.load(str(pre)).graph.node if n.op_type == "Conv")
+        settings = {"quant_format": "QDQ", "per_channel": True, "op_types_to_quantize": ["Conv", "Gemm"],
+                    "weight_type": "QInt8", "activation_type": "QUInt8", "calibrate_method": "Percentile (99.999)",
+                    "calibration_windows": len(calibration), "pre_process": "quant_pre_process",
+                    "nodes_excluded": [first_conv.name],
+                    "float_layers": [first_conv.input[1].removesuffix(".weight")]}
         quantize_static(str(pre), str(out), CalibrationReader(calibration), quant_format=QuantFormat.QDQ,
                         per_channel=True, op_types_to_quantize=["Conv", "Gemm"], weight_type=QuantType.QInt8,
-                        activation_type=QuantType.QUInt8, calibrate_method=CalibrationMethod.Percentile)
+                        activation_type=QuantType.QUInt8, calibrate_method=CalibrationMethod.Percentile,
+                        nodes_to_exclude=[first_conv.name])
         write_bytes_atomic(int8_path, out.read_bytes())
     return settings
 

@@ -57,6 +57,7 @@ class PruneConfig(LoopConfig):
     lr: float = 1e-3
     alpha: float = 0.7
     temperature: float = 4.0
+    final_epochs: int = 0  # after the last step: fine-tune at the final sparsity, cosine-decayed, weight-averaged
 
 
 @dataclass
@@ -264,7 +265,11 @@ def sparsity(model: nn.Module) -> float:
 def prune_iteratively(model: DigitNet, teacher: DigitNet | None, train: ClipSet, val: ValidationSet,
                       cfg: PruneConfig, aug: AugmentConfig, progress: bool = True) -> list[dict]:
     """Global magnitude pruning in ``cfg.steps`` equal steps to ``cfg.target_sparsity``, fine-tuning after
-    each step (with distillation from the teacher), then masks are made permanent (``prune.remove``)."""
+    each step (with distillation from the teacher), then masks are made permanent (``prune.remove``).
+
+    Each step's fine-tune runs at a constant learning rate, so the last step leaves the weights where
+    one noisy batch put them; ``cfg.final_epochs`` adds a recovery fine-tune at the final sparsity with
+    a decaying learning rate and the weight average (masks stay fixed, so pruned weights stay zero)."""
     params = prunable(model)
     log = []
     previous = 0.0
@@ -281,6 +286,15 @@ def prune_iteratively(model: DigitNet, teacher: DigitNet | None, train: ClipSet,
         log.append({"step": step, "sparsity_target": round(target, 4), "sparsity": round(sparsity(model), 4),
                     "val_before_finetune": before, "val_after_finetune": hist.epochs[-1] if hist.epochs else {},
                     "seconds": hist.seconds})
+    if cfg.final_epochs > 0:
+        final_cfg = PruneConfig(**{**cfg.to_dict(), "seed": cfg.seed + cfg.steps + 1,
+                                   "ema_decay": cfg.ema_decay or 0.99})
+        before = val.score(model)
+        hist = train_loop(model, train, val, final_cfg, aug, teacher=teacher, desc="prune recovery",
+                          progress=progress, epochs=cfg.final_epochs, early_stop=False)
+        log.append({"step": "recovery", "sparsity_target": cfg.target_sparsity, "sparsity": round(sparsity(model), 4),
+                    "val_before_finetune": before, "val_after_finetune": val.score(model),
+                    "best_epoch": hist.best_epoch, "epochs": cfg.final_epochs, "seconds": hist.seconds})
     for module, name in params:
         torch_prune.remove(module, name)
     return log
