@@ -29,7 +29,8 @@ class Recipe:
     teacher_arch: dict = field(default_factory=lambda: {"kind": "teacher", "kwargs": {"width": 24, "stem_stride": 2}})
     student_arch: dict = field(default_factory=lambda: {"kind": "student", "kwargs": {
         "channels": 80, "blocks": 5, "downsample_blocks": [0, 2]}})
-    fit: LoopConfig = field(default_factory=lambda: LoopConfig(epochs=30, lr=3e-3, patience=8, max_minutes=7.0))
+    fit: LoopConfig = field(default_factory=lambda: LoopConfig(epochs=30, lr=3e-3, patience=8, max_minutes=7.0,
+                                                               ema_decay=0.998))
     distill: DistillConfig = field(default_factory=lambda: DistillConfig(epochs=55, lr=4e-3, patience=10,
                                                                           max_minutes=16.5, ema_decay=0.998))
     prune: PruneConfig = field(default_factory=lambda: PruneConfig(epochs=1, lr=1e-3, max_minutes=1.5,
@@ -46,7 +47,8 @@ def preset(name: str, split: str = "official", seed: int = 0) -> Recipe:
     if name == "loso":
         return Recipe(
             preset="loso", split=split, seed=seed,
-            fit=LoopConfig(epochs=20, lr=3e-3, patience=6, max_minutes=4.0, max_batches_per_epoch=60),
+            fit=LoopConfig(epochs=20, lr=3e-3, patience=6, max_minutes=4.0, max_batches_per_epoch=60,
+                           ema_decay=0.998),
             distill=DistillConfig(epochs=40, lr=4e-3, patience=8, max_minutes=8.5, max_batches_per_epoch=60,
                                   ema_decay=0.998),
             prune=PruneConfig(epochs=1, lr=1e-3, max_minutes=1.0, max_batches_per_epoch=30, final_epochs=3),
@@ -57,7 +59,8 @@ def preset(name: str, split: str = "official", seed: int = 0) -> Recipe:
             preset="quick", split=split, seed=seed,
             thin_train_per_digit_speaker=4, thin_test_per_digit_speaker=2, condition_files=40,
             synth=replace(SynthConfig(), espeak_voices=3, flite_voices=2),
-            fit=LoopConfig(epochs=2, patience=2, max_minutes=1.0, max_batches_per_epoch=3, batch_size=32),
+            fit=LoopConfig(epochs=2, patience=2, max_minutes=1.0, max_batches_per_epoch=3, batch_size=32,
+                           ema_decay=0.998),
             distill=DistillConfig(epochs=2, patience=2, max_minutes=1.0, max_batches_per_epoch=3, batch_size=32,
                                   ema_decay=0.998),
             prune=PruneConfig(epochs=1, max_minutes=0.5, max_batches_per_epoch=1, batch_size=32, final_epochs=1),
