@@ -9,8 +9,12 @@ for the report). The shipped files go to ``--out`` (``artifacts/``): ``digitspot
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -478,6 +482,40 @@ def run_fold(base: Workspace, speaker: str, threads: int = 1) -> dict:
             "test_files": m["test_files"], "seconds": round(time.monotonic() - fold_start, 1)}
 
 
+@contextlib.contextmanager
+def sigterm_raises_systemexit():
+    """Turn SIGTERM into ``SystemExit(143)`` while the block runs, so ``except``/``finally`` clean-up runs.
+
+    Python's default SIGTERM action kills the process on the spot: a parent killed that way leaves its
+    worker processes running. Only the main thread may set handlers; elsewhere this does nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, _frame):
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def exit_with_parent(parent_pid: int) -> None:
+    """Worker initializer: die with the parent even if it is SIGKILLed (Linux ``PR_SET_PDEATHSIG``).
+
+    A fold left behind by a killed parent trains for up to half an hour for nobody and slows whatever
+    runs next on the same cores."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    if os.getppid() != parent_pid:  # the parent died before prctl took effect
+        os._exit(1)
+
+
 def stage_loso(base: Workspace, speakers: list[str] | None = None, jobs: int = 1, threads: int = 1) -> dict:
     """Rerun the recipe once per held-out speaker; results accumulate in ``<run-dir>/loso.json``.
 
@@ -515,15 +553,21 @@ def stage_loso(base: Workspace, speakers: list[str] | None = None, jobs: int = 1
             record(run_fold(base, spk, threads))
     else:
         # spawn, not fork: a forked child would inherit torch's OpenMP state from the parent.
-        with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
+        with sigterm_raises_systemexit(), ProcessPoolExecutor(
+            max_workers=jobs, mp_context=get_context("spawn"), initializer=exit_with_parent, initargs=(os.getpid(),)
+        ) as pool:
             futures = [pool.submit(run_fold, base, spk, threads) for spk in speakers]
             try:
                 for future in as_completed(futures):
                     record(future.result())
             except BaseException:
-                # a failed fold (or Ctrl-C) ends the run now: folds not yet started are dropped instead of
-                # training for the rest of the hour before the error is shown; finished ones stay recorded.
+                # A failed fold, Ctrl-C or SIGTERM (`kill`, systemd, a CI timeout) ends the run now: running
+                # folds are stopped and queued ones dropped instead of training on for the rest of the hour
+                # with nobody to record them; finished folds stay recorded in loso.json.
+                workers = list((pool._processes or {}).values())  # private: no public handle; shutdown clears it
                 pool.shutdown(wait=False, cancel_futures=True)
+                for process in workers:
+                    process.terminate()
                 raise
     results["complete"] = set(speakers) == set(all_speakers)
     base.save_config(out, "loso", results)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -182,6 +184,72 @@ def test_loso_two_folds_in_parallel(run_train, quick_run, fsdd_dir):
                         "--loso-results", str(run / "loso.json")], fsdd_dir, cwd=base)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "| theo |" in (quick_run["out"] / "report.md").read_text()
+
+
+def _descendants(pid: int) -> set[int]:
+    """Every process below ``pid`` (from /proc), e.g. a LOSO run's fold workers."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, todo = set(), [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.add(child)
+            todo.append(child)
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def test_sigterm_to_loso_stops_its_fold_workers(quick_run, fsdd_dir):
+    """``kill`` (SIGTERM, what systemd and CI timeouts send) on a parallel LOSO run must not leave its
+    fold workers training on for nobody: they stop with the parent, which exits 143."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    base = quick_run["base"]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    args = ["loso", "--quick", "--speakers", "theo,george", "--jobs", "2", "--threads", "1", "--no-progress",
+            "--run-dir", str(base / "loso-killed"), "--cache-dir", str(quick_run["cache"]), "--data-dir", str(fsdd_dir)]
+    log = (base / "loso-killed.log").open("w")
+    proc = subprocess.Popen([sys.executable, "-m", "train.cli", *args], cwd=base, env=env, stdout=log, stderr=log)
+    workers: set[int] = set()
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and proc.poll() is None:
+            workers = {p for p in _descendants(proc.pid)
+                       if "spawn_main" in Path(f"/proc/{p}/cmdline").read_bytes().decode(errors="replace")}
+            if len(workers) >= 2:
+                break
+            time.sleep(0.5)
+        assert len(workers) >= 2, f"no fold workers seen (exit {proc.poll()})"
+        time.sleep(3)  # let the folds start training
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 128 + signal.SIGTERM
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and any(_alive(p) for p in workers):
+            time.sleep(0.5)
+        left = [p for p in workers if _alive(p)]
+        assert not left, f"fold workers still running after the parent stopped: {left}"
+    finally:
+        for p in ({proc.pid} | workers) if proc.poll() is None else workers:
+            with contextlib.suppress(OSError):
+                os.kill(p, signal.SIGKILL)
+        proc.wait()
+        log.close()
 
 
 def test_edge_cli_classifies_with_the_quick_model(quick_run, fsdd_test_files):
