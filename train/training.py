@@ -58,6 +58,7 @@ class PruneConfig(LoopConfig):
     alpha: float = 0.7
     temperature: float = 4.0
     final_epochs: int = 0  # after the last step: fine-tune at the final sparsity, cosine-decayed, weight-averaged
+    final_ema_decay: float = 0.99  # that fine-tune's weight average (3 short epochs: a short memory)
 
 
 @dataclass
@@ -288,7 +289,7 @@ def prune_iteratively(model: DigitNet, teacher: DigitNet | None, train: ClipSet,
                     "seconds": hist.seconds})
     if cfg.final_epochs > 0:
         final_cfg = PruneConfig(**{**cfg.to_dict(), "seed": cfg.seed + cfg.steps + 1,
-                                   "ema_decay": cfg.ema_decay or 0.99})
+                                   "ema_decay": cfg.final_ema_decay})
         before = val.score(model)
         hist = train_loop(model, train, val, final_cfg, aug, teacher=teacher, desc="prune recovery",
                           progress=progress, epochs=cfg.final_epochs, early_stop=False)
