@@ -88,6 +88,14 @@ def place(samples: np.ndarray, window: int, rng: np.random.Generator, p_centre: 
 
 def augment_clip(samples: np.ndarray, window: int, rng: np.random.Generator, cfg: AugmentConfig,
                  rate: int = 8000) -> np.ndarray:
+    return augment_clip_pair(samples, window, rng, cfg, rate)[0]
+
+
+def augment_clip_pair(samples: np.ndarray, window: int, rng: np.random.Generator, cfg: AugmentConfig,
+                      rate: int = 8000) -> tuple[np.ndarray, np.ndarray]:
+    """The augmented window, and the same window before the noise was added (same speed, pitch,
+    reverberation, gain and placement): distillation shows the teacher the second so that its targets
+    for a clip buried in noise are the ones it gives the clip it can hear."""
     x = samples
     if rng.random() < cfg.p_speed:
         x = change_speed(x, rng.uniform(cfg.cents_min, cfg.cents_max))
@@ -95,6 +103,7 @@ def augment_clip(samples: np.ndarray, window: int, rng: np.random.Generator, cfg
         x = reverberate(x, rng.uniform(cfg.rt60_min, cfg.rt60_max), rng, rate)
     x = x * np.float32(10 ** (rng.uniform(cfg.gain_db_min, cfg.gain_db_max) / 20))
     out, start, stop = place(x, window, rng, cfg.p_centre)
+    noise_free = np.clip(out, -1.0, 1.0).astype(np.float32)
     if rng.random() < cfg.p_noise:
         clip_rms = float(np.sqrt(np.mean(out[start:stop] ** 2))) + 1e-8
         snr = rng.uniform(cfg.snr_db_min, cfg.snr_db_max)
@@ -105,11 +114,18 @@ def augment_clip(samples: np.ndarray, window: int, rng: np.random.Generator, cfg
             out = out + colored_noise(window, exponent, rng) * noise_rms
         else:  # noise only on the recording (a noisy file, padded by the classifier)
             out[start:stop] += colored_noise(stop - start, exponent, rng) * noise_rms
-    return np.clip(out, -1.0, 1.0).astype(np.float32)
+    return np.clip(out, -1.0, 1.0).astype(np.float32), noise_free
 
 
 def augment_batch(clips: list[np.ndarray], window: int, rng: np.random.Generator, cfg: AugmentConfig) -> np.ndarray:
     return np.stack([augment_clip(c, window, rng, cfg) for c in clips])
+
+
+def augment_batch_pair(clips: list[np.ndarray], window: int, rng: np.random.Generator,
+                       cfg: AugmentConfig) -> tuple[np.ndarray, np.ndarray]:
+    """``augment_batch`` plus the noise-free twin of each window (see ``augment_clip_pair``)."""
+    pairs = [augment_clip_pair(c, window, rng, cfg) for c in clips]
+    return np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs])
 
 
 def clean_batch(clips: list[np.ndarray], window: int) -> np.ndarray:

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import prune as torch_prune
 
-from train.augment import AugmentConfig, augment_batch, clean_batch
+from train.augment import AugmentConfig, augment_batch, augment_batch_pair, clean_batch
 from train.data import ClipSet
 from train.model import DigitNet, build_student, build_teacher, count_nonzero_parameters, count_parameters
 
@@ -38,6 +38,9 @@ class LoopConfig:
     seed: int = 0
     max_batches_per_epoch: int = 0  # 0 = whole training set (``--quick`` caps it)
     ema_decay: float = 0.0  # > 0: validate and keep an exponential moving average of the weights
+    # With a teacher: it scores each training window before the noise was added, not the noisy window the
+    # student sees (at -3..5 dB SNR the teacher itself is often wrong, and its mistakes become targets).
+    teacher_noise_free: bool = True
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -205,12 +208,16 @@ def train_loop(model: DigitNet, train: ClipSet, val: ValidationSet, cfg: LoopCon
         total, seen = 0.0, 0
         batches = _epoch_batches(len(train), cfg.batch_size, rng, cfg.max_batches_per_epoch)
         for idx in tqdm(batches, desc=f"{desc} epoch {epoch + 1}/{epochs}", disable=not progress, leave=False):
-            x = torch.from_numpy(augment_batch([train.clips[i] for i in idx], WINDOW, rng, aug))
+            batch_clips = [train.clips[i] for i in idx]
+            if teacher is not None and cfg.teacher_noise_free:
+                x, x_teacher = (torch.from_numpy(a) for a in augment_batch_pair(batch_clips, WINDOW, rng, aug))
+            else:
+                x = x_teacher = torch.from_numpy(augment_batch(batch_clips, WINDOW, rng, aug))
             y = torch.from_numpy(labels_all[idx])
             logits = model(x)
             if teacher is not None:
                 with torch.no_grad():
-                    t_logits = teacher(x)
+                    t_logits = teacher(x_teacher)
                 loss = kd_loss(logits, t_logits, y, cfg.alpha, cfg.temperature, cfg.label_smoothing)
             else:
                 loss = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -90,3 +92,41 @@ def test_weight_average_follows_the_ema_formula():
         avg.update(model)  # the decay is capped at 0.9: the average converges to the (now fixed) weights
     assert torch.allclose(avg.model[0].weight, model[0].weight, atol=1e-6)
     assert avg.model is not model and avg.model[0].weight.data_ptr() != model[0].weight.data_ptr()
+
+
+def test_noise_free_twin_is_the_same_window_without_the_noise():
+    """The teacher's input: same speed, reverberation, gain and placement as the student's, no noise."""
+    from train.augment import augment_clip_pair
+
+    clip = (0.3 * np.sin(np.arange(4000) * 0.05)).astype(np.float32)
+    noisy_cfg = AugmentConfig(p_noise=1.0, p_speed=1.0, p_reverb=1.0, snr_db_min=0.0, snr_db_max=0.0)
+    for seed in range(5):
+        noisy, twin = augment_clip_pair(clip, 8000, np.random.default_rng(seed), noisy_cfg)
+        quiet = augment_clip(clip, 8000, np.random.default_rng(seed), replace(noisy_cfg, p_noise=0.0))
+        np.testing.assert_array_equal(twin, quiet)
+        assert np.sqrt(np.mean((noisy - twin) ** 2)) > 0.01  # 0 dB SNR noise was added to one of them only
+    # the plain path draws the same random numbers as before the twin existed
+    a = augment_clip(clip, 8000, np.random.default_rng(7), AugmentConfig())
+    b, _ = augment_clip_pair(clip, 8000, np.random.default_rng(7), AugmentConfig())
+    np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("noise_free", [True, False])
+def test_distillation_shows_the_teacher_the_noise_free_window(noise_free):
+    from train.data import ClipSet
+    from train.model import build_student
+    from train.training import DistillConfig, ValidationSet, train_loop
+
+    seen: dict[str, list[torch.Tensor]] = {"student": [], "teacher": []}
+    student, teacher = build_student(channels=8, blocks=1), build_student(channels=8, blocks=1)
+    student.register_forward_pre_hook(lambda _m, args: seen["student"].append(args[0].clone()) if _m.training else None)
+    teacher.register_forward_pre_hook(lambda _m, args: seen["teacher"].append(args[0].clone()))
+    rng = np.random.default_rng(0)
+    clips = ClipSet([(0.3 * rng.standard_normal(3000)).astype(np.float32) for _ in range(8)], list(range(8)),
+                    ["x"] * 8)
+    aug = AugmentConfig(p_noise=1.0, snr_db_min=0.0, snr_db_max=0.0)
+    cfg = DistillConfig(epochs=1, batch_size=8, max_batches_per_epoch=1, teacher_noise_free=noise_free)
+    train_loop(student, clips, ValidationSet(clips, aug), cfg, aug, teacher=teacher, progress=False)
+    (x_student,), (x_teacher,) = seen["student"], seen["teacher"]
+    assert x_student.shape == x_teacher.shape == (8, 8000)
+    assert torch.equal(x_student, x_teacher) is not noise_free
