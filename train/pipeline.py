@@ -180,8 +180,11 @@ def _training_summary(ws: Workspace) -> dict:
     return summary
 
 
-def stage_export(ws: Workspace) -> dict:
-    """Pruned student -> FP32 ONNX (+ card) and TorchScript; unpruned student -> ONNX for the report."""
+def stage_export(ws: Workspace, gate: bool = True) -> dict:
+    """Pruned student -> FP32 ONNX (+ card) and TorchScript; unpruned student -> ONNX for the report.
+
+    ``gate=False`` (LOSO folds, whose models only measure accuracy and are never shipped) records a parity
+    miss instead of failing: one fold at 1.02e-4 used to end the whole hour-long LOSO run."""
     r = ws.recipe
     model, _ = load_checkpoint(ws.path("pruned.pt"))
     student, _ = load_checkpoint(ws.path("student.pt"))
@@ -199,7 +202,10 @@ def stage_export(ws: Workspace) -> dict:
     # The gate is on the shipped (pruned) model. The unpruned student's ONNX exists only to measure the
     # report's FP32 row: its parity is recorded in its card, and a miss is reported, not fatal (float32
     # rounding in dead channels, which BatchNorm scales by ~300 (running variance ~0), put one at 1.01e-4).
-    if parity > onnx_tools.PARITY_TOLERANCE:
+    if parity > onnx_tools.PARITY_TOLERANCE and not gate:
+        print(f"note: ONNX and PyTorch disagree by {parity:.2e} (> {onnx_tools.PARITY_TOLERANCE}); "
+              "recorded, not fatal: this model is not shipped", file=sys.stderr)
+    elif parity > onnx_tools.PARITY_TOLERANCE:
         fp32.unlink(missing_ok=True)
         raise onnx_tools.ExportError(
             f"ONNX and PyTorch disagree by {parity:.2e} (> {onnx_tools.PARITY_TOLERANCE}) "
@@ -474,12 +480,16 @@ def run_fold(base: Workspace, speaker: str, threads: int = 1) -> dict:
     ws = replace(base, recipe=replace(base.recipe, split=f"speaker:{speaker}"),
                  run_dir=base.run_dir / speaker, out_dir=base.run_dir / speaker)
     fold_start = time.monotonic()
-    for stage in (stage_fit, stage_distill, stage_prune, stage_export, stage_quantize):
-        stage(ws)
+    stage_fit(ws)
+    stage_distill(ws)
+    stage_prune(ws)
+    parity = stage_export(ws, gate=False)["parity_onnx_fp32_vs_torch_max_abs"]
+    stage_quantize(ws)
     m = stage_evaluate(ws, conditions=False)
     return {"speaker": speaker, "accuracy_int8": m["heldout_accuracy_int8"],
             "accuracy_pruned": m["heldout_accuracy_pruned"], "accuracy_fp32": m["heldout_accuracy_fp32"],
-            "test_files": m["test_files"], "seconds": round(time.monotonic() - fold_start, 1)}
+            "test_files": m["test_files"], "parity_onnx_fp32_vs_torch_max_abs": parity,
+            "seconds": round(time.monotonic() - fold_start, 1)}
 
 
 @contextlib.contextmanager

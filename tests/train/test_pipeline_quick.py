@@ -174,6 +174,7 @@ def test_loso_two_folds_in_parallel(run_train, quick_run, fsdd_dir):
     assert loso["jobs"] == 2 and not loso["complete"]
     for fold in loso["folds"]:
         assert fold["test_files"] == 20  # quick: 2 takes x 10 digits of the held-out speaker
+        assert 0.0 <= fold["parity_onnx_fp32_vs_torch_max_abs"] < 1e-2  # recorded per fold (no gate there)
         data = json.loads((run / fold["speaker"] / "data.json").read_text())
         held_out = f"_{fold['speaker']}_"
         assert all(held_out not in p for p in data["files"]["train"] + data["files"]["validation"])
