@@ -88,7 +88,7 @@ def place(samples: np.ndarray, window: int, rng: np.random.Generator, p_centre: 
 
 def augment_clip(samples: np.ndarray, window: int, rng: np.random.Generator, cfg: AugmentConfig,
                  rate: int = 8000) -> np.ndarray:
-    return augment_clip_pair(samples, window, rng, cfg, rate)[0]
+    return _augment(samples, window, rng, cfg, rate, twin=False)[0]
 
 
 def augment_clip_pair(samples: np.ndarray, window: int, rng: np.random.Generator, cfg: AugmentConfig,
@@ -96,6 +96,13 @@ def augment_clip_pair(samples: np.ndarray, window: int, rng: np.random.Generator
     """The augmented window, and the same window before the noise was added (same speed, pitch,
     reverberation, gain and placement): distillation shows the teacher the second so that its targets
     for a clip buried in noise are the ones it gives the clip it can hear."""
+    return _augment(samples, window, rng, cfg, rate, twin=True)
+
+
+def _augment(samples: np.ndarray, window: int, rng: np.random.Generator, cfg: AugmentConfig, rate: int,
+             twin: bool) -> tuple[np.ndarray, np.ndarray | None]:
+    """One draw of the augmentation; ``twin`` also keeps the window as it was before the noise (a copy
+    the plain path, used by every epoch of the teacher's training, does not need to make)."""
     x = samples
     if rng.random() < cfg.p_speed:
         x = change_speed(x, rng.uniform(cfg.cents_min, cfg.cents_max))
@@ -103,7 +110,7 @@ def augment_clip_pair(samples: np.ndarray, window: int, rng: np.random.Generator
         x = reverberate(x, rng.uniform(cfg.rt60_min, cfg.rt60_max), rng, rate)
     x = x * np.float32(10 ** (rng.uniform(cfg.gain_db_min, cfg.gain_db_max) / 20))
     out, start, stop = place(x, window, rng, cfg.p_centre)
-    noise_free = np.clip(out, -1.0, 1.0).astype(np.float32)
+    noise_free = np.clip(out, -1.0, 1.0).astype(np.float32) if twin else None
     if rng.random() < cfg.p_noise:
         clip_rms = float(np.sqrt(np.mean(out[start:stop] ** 2))) + 1e-8
         snr = rng.uniform(cfg.snr_db_min, cfg.snr_db_max)
