@@ -7,12 +7,15 @@ TRAIN_CLI := $(VENV)/bin/digitspot-train
 TRAIN_DEPS ?= venv
 TRAIN_RUN ?= runs/official
 LOSO_RUN ?= runs/loso
-# torch CPU threads. 1 by default: on a 2-core machine shared with other jobs, two OpenMP threads waiting
-# on each other ran a training step ~4x slower than one thread (measured here); raise it on an idle box.
-TRAIN_THREADS ?= 1
-# LOSO folds run at once (each its own process with TRAIN_THREADS threads); the loso preset's time budget
-# per fold assumes 2 (six folds in three rounds within the hour on a 2-core machine).
+# torch CPU threads for `make train`. Two on this idle 2-core box: a student step (batch 64) took 86 ms on two
+# threads vs 133 ms on one, the teacher's 63 vs 100 ms (channels-last, measured here), so the recipe's time
+# budgets buy ~1.6x the epochs. On a machine shared with other jobs two OpenMP threads waiting on each other
+# once ran a step ~4x slower than one thread: use TRAIN_THREADS=1 there (the time budgets still hold).
+TRAIN_THREADS ?= 2
+# LOSO folds run at once, each its own process with LOSO_THREADS threads; the loso preset's time budget
+# per fold assumes 2 single-threaded folds (six folds in three rounds within the hour on a 2-core machine).
 LOSO_JOBS ?= 2
+LOSO_THREADS ?= 1
 
 .PHONY: train train-quick loso export evaluate-model
 train: $(TRAIN_DEPS)  ## full recipe (FSDD official split + synthetic voices) -> artifacts/digitspot.onnx, card, report
@@ -28,7 +31,7 @@ train-quick: $(TRAIN_DEPS)  ## every stage on a sliver of the data (~1 min), int
 loso: $(TRAIN_DEPS)  ## leave-one-speaker-out, six folds, LOSO_JOBS at once (preset loso), then refresh artifacts/report.md
 	@mkdir -p $(LOSO_RUN)
 	set -o pipefail; time $(TRAIN_CLI) loso --preset loso \
-	  --data-dir $(FSDD_DIR) --run-dir $(LOSO_RUN) --threads $(TRAIN_THREADS) --jobs $(LOSO_JOBS) --no-progress 2>&1 | tee $(LOSO_RUN)/loso.log
+	  --data-dir $(FSDD_DIR) --run-dir $(LOSO_RUN) --threads $(LOSO_THREADS) --jobs $(LOSO_JOBS) --no-progress 2>&1 | tee $(LOSO_RUN)/loso.log
 	$(TRAIN_CLI) evaluate --data-dir $(FSDD_DIR) --run-dir $(TRAIN_RUN) --out artifacts \
 	  --loso-results $(LOSO_RUN)/loso.json --no-progress
 

@@ -202,6 +202,11 @@ def train_loop(model: DigitNet, train: ClipSet, val: ValidationSet, cfg: LoopCon
     bad_epochs = 0
     if teacher is not None:
         teacher.eval()
+        teacher.to(memory_format=torch.channels_last)
+    # channels-last while training: oneDNN's CPU convolutions (the depthwise backward above all) ran a
+    # student step ~1.25x faster that way (measured: 133 vs 167 ms, batch 64, one thread). The weights go
+    # back to the default layout before returning, so checkpoints and the exporter see ordinary tensors.
+    model.to(memory_format=torch.channels_last)
     average = WeightAverage(model, cfg.ema_decay) if cfg.ema_decay > 0 else None
     for epoch in range(epochs):
         model.train()
@@ -253,6 +258,9 @@ def train_loop(model: DigitNet, train: ClipSet, val: ValidationSet, cfg: LoopCon
     hist.stopped = hist.stopped or "epoch limit"
     hist.seconds = round(time.monotonic() - start, 1)
     model.load_state_dict(best_state)
+    model.to(memory_format=torch.contiguous_format)
+    if teacher is not None:
+        teacher.to(memory_format=torch.contiguous_format)
     return hist
 
 

@@ -130,3 +130,27 @@ def test_distillation_shows_the_teacher_the_noise_free_window(noise_free):
     (x_student,), (x_teacher,) = seen["student"], seen["teacher"]
     assert x_student.shape == x_teacher.shape == (8, 8000)
     assert torch.equal(x_student, x_teacher) is not noise_free
+
+
+def test_training_hands_back_weights_in_the_default_layout():
+    """Training runs channels-last for speed; checkpoints and the exporter must get ordinary tensors back,
+    the teacher too, and a pruned model keeps its zeros."""
+    from train.data import ClipSet
+    from train.model import build_student, build_teacher
+    from train.training import DistillConfig, PruneConfig, ValidationSet, prune_iteratively, sparsity, train_loop
+
+    # (the student's kernels are 1-channel or 1x1, the same in either layout; the teacher's are not)
+    student, teacher = build_student(channels=8, blocks=1), build_teacher(width=4, stem_stride=2)
+    rng = np.random.default_rng(0)
+    clips = ClipSet([(0.3 * rng.standard_normal(3000)).astype(np.float32) for _ in range(8)], list(range(8)),
+                    ["x"] * 8)
+    aug = AugmentConfig()
+    val = ValidationSet(clips, aug)
+    cfg = DistillConfig(epochs=1, batch_size=8, max_batches_per_epoch=1, ema_decay=0.9)
+    train_loop(student, clips, val, cfg, aug, teacher=teacher, progress=False)
+    prune_iteratively(student, teacher, clips, val, PruneConfig(epochs=1, batch_size=8, max_batches_per_epoch=1,
+                                                                final_epochs=1), aug, progress=False)
+    assert sparsity(student) == pytest.approx(0.4, abs=0.01)
+    for model in (student, teacher):
+        four_d = [t for t in model.state_dict().values() if t.dim() == 4]
+        assert four_d and all(t.is_contiguous() for t in four_d)
