@@ -29,7 +29,7 @@ class Recipe:
     teacher_arch: dict = field(default_factory=lambda: {"kind": "teacher", "kwargs": {"width": 24, "stem_stride": 2}})
     student_arch: dict = field(default_factory=lambda: {"kind": "student", "kwargs": {
         "channels": 80, "blocks": 5, "downsample_blocks": [0, 2]}})
-    # Epoch limits sized for `make train` on two threads (teacher ~7 s, student ~11 s an epoch on this 2-core
+    # Epoch limits sized for `make train` on two threads (teacher ~7 s, student ~10 s an epoch on this 2-core
     # box); on a busier machine the time budgets end the loops first.
     fit: LoopConfig = field(default_factory=lambda: LoopConfig(epochs=50, lr=3e-3, patience=12, max_minutes=7.0,
                                                                ema_decay=0.998))
