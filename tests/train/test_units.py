@@ -111,9 +111,17 @@ def test_noise_free_twin_is_the_same_window_without_the_noise():
     np.testing.assert_array_equal(a, b)
 
 
+def _noise_clips():
+    """Eight 3000-sample noise clips labelled 0..7: enough for a one-batch training loop."""
+    from train.data import ClipSet
+
+    rng = np.random.default_rng(0)
+    return ClipSet([(0.3 * rng.standard_normal(3000)).astype(np.float32) for _ in range(8)], list(range(8)),
+                   ["x"] * 8)
+
+
 @pytest.mark.parametrize("noise_free", [True, False])
 def test_distillation_shows_the_teacher_the_noise_free_window(noise_free):
-    from train.data import ClipSet
     from train.model import build_student
     from train.training import DistillConfig, ValidationSet, train_loop
 
@@ -121,9 +129,7 @@ def test_distillation_shows_the_teacher_the_noise_free_window(noise_free):
     student, teacher = build_student(channels=8, blocks=1), build_student(channels=8, blocks=1)
     student.register_forward_pre_hook(lambda _m, args: seen["student"].append(args[0].clone()) if _m.training else None)
     teacher.register_forward_pre_hook(lambda _m, args: seen["teacher"].append(args[0].clone()))
-    rng = np.random.default_rng(0)
-    clips = ClipSet([(0.3 * rng.standard_normal(3000)).astype(np.float32) for _ in range(8)], list(range(8)),
-                    ["x"] * 8)
+    clips = _noise_clips()
     aug = AugmentConfig(p_noise=1.0, snr_db_min=0.0, snr_db_max=0.0)
     cfg = DistillConfig(epochs=1, batch_size=8, max_batches_per_epoch=1, teacher_noise_free=noise_free)
     train_loop(student, clips, ValidationSet(clips, aug), cfg, aug, teacher=teacher, progress=False)
@@ -135,15 +141,19 @@ def test_distillation_shows_the_teacher_the_noise_free_window(noise_free):
 def test_training_hands_back_weights_in_the_default_layout():
     """Training runs channels-last for speed; checkpoints and the exporter must get ordinary tensors back,
     the teacher too, and a pruned model keeps its zeros."""
-    from train.data import ClipSet
     from train.model import build_student, build_teacher
-    from train.training import DistillConfig, PruneConfig, ValidationSet, prune_iteratively, sparsity, train_loop
+    from train.training import (
+        DistillConfig,
+        PruneConfig,
+        ValidationSet,
+        prune_iteratively,
+        sparsity,
+        train_loop,
+    )
 
     # (the student's kernels are 1-channel or 1x1, the same in either layout; the teacher's are not)
     student, teacher = build_student(channels=8, blocks=1), build_teacher(width=4, stem_stride=2)
-    rng = np.random.default_rng(0)
-    clips = ClipSet([(0.3 * rng.standard_normal(3000)).astype(np.float32) for _ in range(8)], list(range(8)),
-                    ["x"] * 8)
+    clips = _noise_clips()
     aug = AugmentConfig()
     val = ValidationSet(clips, aug)
     cfg = DistillConfig(epochs=1, batch_size=8, max_batches_per_epoch=1, ema_decay=0.9)
