@@ -31,9 +31,9 @@ class Recipe:
         "channels": 80, "blocks": 5, "downsample_blocks": [0, 2]}})
     # Epoch limits sized for `make train` on two threads (teacher ~7 s, student ~10 s an epoch on this 2-core
     # box); on a busier machine the time budgets end the loops first.
-    fit: LoopConfig = field(default_factory=lambda: LoopConfig(epochs=50, lr=3e-3, patience=12, max_minutes=7.0,
+    fit: LoopConfig = field(default_factory=lambda: LoopConfig(epochs=55, lr=3e-3, patience=12, max_minutes=7.0,
                                                                ema_decay=0.998))
-    distill: DistillConfig = field(default_factory=lambda: DistillConfig(epochs=95, lr=4e-3, patience=20,
+    distill: DistillConfig = field(default_factory=lambda: DistillConfig(epochs=100, lr=4e-3, patience=20,
                                                                           max_minutes=16.5, ema_decay=0.998))
     prune: PruneConfig = field(default_factory=lambda: PruneConfig(epochs=1, lr=1e-3, max_minutes=1.5,
                                                                     max_batches_per_epoch=60, final_epochs=3))
