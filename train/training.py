@@ -38,6 +38,11 @@ class LoopConfig:
     seed: int = 0
     max_batches_per_epoch: int = 0  # 0 = whole training set (``--quick`` caps it)
     ema_decay: float = 0.0  # > 0: validate and keep an exponential moving average of the weights
+    # Epochs without a validation gain count towards ``patience`` only once this fraction of the schedule
+    # (epochs or time budget) has run. Before that the cosine learning rate is still high and a plateau is
+    # not convergence: with 55 epochs a teacher stopped at epoch 33 (best 21) and tested 99.0%, against
+    # 99.7% for the teacher that ran all 50 epochs of the previous recipe.
+    early_stop_from: float = 0.5
     # With a teacher: it scores each training window before the noise was added, not the noisy window the
     # student sees (at -3..5 dB SNR the teacher itself is often wrong, and its mistakes become targets).
     teacher_noise_free: bool = True
@@ -213,6 +218,10 @@ def train_loop(model: DigitNet, train: ClipSet, val: ValidationSet, cfg: LoopCon
     # back to the default layout before returning, so checkpoints and the exporter see ordinary tensors.
     model.to(memory_format=torch.channels_last)
     average = WeightAverage(model, cfg.ema_decay) if cfg.ema_decay > 0 else None
+
+    def progress_fraction() -> float:
+        return max(step / total_steps, (time.monotonic() - start) / (60 * cfg.max_minutes))
+
     for epoch in range(epochs):
         model.train()
         total, seen = 0.0, 0
@@ -252,7 +261,7 @@ def train_loop(model: DigitNet, train: ClipSet, val: ValidationSet, cfg: LoopCon
             hist.best_score, hist.best_epoch = v["score"], epoch + 1
             best_state = copy.deepcopy(scored.state_dict())
             bad_epochs = 0
-        else:
+        elif progress_fraction() >= cfg.early_stop_from:
             bad_epochs += 1
         if early_stop and bad_epochs >= cfg.patience:
             hist.stopped = f"early stop: no validation gain for {cfg.patience} epochs"
