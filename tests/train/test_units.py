@@ -164,3 +164,30 @@ def test_training_hands_back_weights_in_the_default_layout():
     for model in (student, teacher):
         four_d = [t for t in model.state_dict().values() if t.dim() == 4]
         assert four_d and all(t.is_contiguous() for t in four_d)
+
+
+class _WorseningValidation:
+    """A validation set whose score only falls: every epoch after the first is a 'bad' one."""
+
+    def __init__(self):
+        self.calls = 0
+
+    def score(self, _model) -> dict:
+        self.calls += 1
+        value = 1.0 / self.calls
+        return {"clean": value, "hard": value, "score": value}
+
+
+@pytest.mark.parametrize(("early_stop_from", "epochs_run"), [(0.0, 3), (0.5, 5), (1.0, 8)])
+def test_patience_counts_only_after_the_early_part_of_the_schedule(early_stop_from, epochs_run):
+    """Patience 2 over 8 epochs of a falling score: stops after epoch 3 when every bad epoch counts, after
+    epoch 5 when only those from half-way (epoch 4) on count, and never when none do."""
+    from train.model import build_student
+    from train.training import LoopConfig, train_loop
+
+    cfg = LoopConfig(epochs=8, batch_size=8, max_batches_per_epoch=1, patience=2, early_stop_from=early_stop_from)
+    hist = train_loop(build_student(channels=8, blocks=1), _noise_clips(), _WorseningValidation(), cfg,
+                      AugmentConfig(), progress=False)
+    assert len(hist.epochs) == epochs_run
+    assert hist.best_epoch == 1
+    assert hist.stopped.startswith("early stop") is (epochs_run < 8)
