@@ -68,7 +68,7 @@ class PruneConfig(LoopConfig):
     temperature: float = 4.0
     # Each step's fine-tune keeps a weight average too. The distilled student is itself an average, and
     # a step of raw fine-tuning iterates cost it validation accuracy even at 5% sparsity, where pruning
-    # alone changed nothing (pilot on the shipped student: validation score, clean and corrupted, 97.5%
+    # alone changed nothing (pilot on the session-5 student: validation score, clean and corrupted, 97.5%
     # with the average, 96.8% without; 96.7% without at a 10x lower learning rate: not the step size).
     ema_decay: float = 0.99
     final_epochs: int = 0  # after the last step: fine-tune at the final sparsity, cosine-decayed, weight-averaged
