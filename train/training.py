@@ -220,8 +220,9 @@ def train_loop(model: DigitNet, train: ClipSet, val: ValidationSet, cfg: LoopCon
     model.to(memory_format=torch.channels_last)
     average = WeightAverage(model, cfg.ema_decay) if cfg.ema_decay > 0 else None
 
-    def progress_fraction() -> float:
-        return max(step / total_steps, (time.monotonic() - start) / (60 * cfg.max_minutes))
+    def budget_fraction() -> float:
+        """How much of the time budget has gone (the schedule ends with whichever runs out first)."""
+        return (time.monotonic() - start) / (60 * cfg.max_minutes)
 
     for epoch in range(epochs):
         model.train()
@@ -248,7 +249,7 @@ def train_loop(model: DigitNet, train: ClipSet, val: ValidationSet, cfg: LoopCon
                 average.update(model)
             step += 1
             if epochs > 1:
-                set_lr(opt, cfg.lr, step / total_steps, (time.monotonic() - start) / (60 * cfg.max_minutes))
+                set_lr(opt, cfg.lr, step / total_steps, budget_fraction())
             total += loss.item() * len(idx)
             seen += len(idx)
         scored = average.model if average is not None else model
@@ -262,12 +263,12 @@ def train_loop(model: DigitNet, train: ClipSet, val: ValidationSet, cfg: LoopCon
             hist.best_score, hist.best_epoch = v["score"], epoch + 1
             best_state = copy.deepcopy(scored.state_dict())
             bad_epochs = 0
-        elif progress_fraction() >= cfg.early_stop_from:
+        elif max(step / total_steps, budget_fraction()) >= cfg.early_stop_from:
             bad_epochs += 1
         if early_stop and bad_epochs >= cfg.patience:
             hist.stopped = f"early stop: no validation gain for {cfg.patience} epochs"
             break
-        if (time.monotonic() - start) / 60 > cfg.max_minutes:
+        if budget_fraction() > 1.0:
             hist.stopped = f"time budget of {cfg.max_minutes} min reached"
             break
     hist.stopped = hist.stopped or "epoch limit"
