@@ -43,6 +43,10 @@ class Recipe:
     prune: PruneConfig = field(default_factory=lambda: PruneConfig(epochs=1, lr=1e-3, max_minutes=1.5,
                                                                     max_batches_per_epoch=150, final_epochs=3))
     calibration_windows: int = 256
+    # `make train` refuses to ship an INT8 model whose top-1 agrees with the FP32 model on fewer test windows:
+    # shipped models so far agreed on 99.0-100%; a 96-channel student's agreed on 96% (one depthwise layer's
+    # activations did not survive 8 bits) and its INT8 model lost 3.7 points while its card looked normal.
+    int8_min_agreement: float = 0.98
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -72,6 +76,7 @@ def preset(name: str, split: str = "official", seed: int = 0) -> Recipe:
                                   ema_decay=0.998),
             prune=PruneConfig(epochs=1, max_minutes=0.5, max_batches_per_epoch=1, batch_size=32, final_epochs=1),
             calibration_windows=32,
+            int8_min_agreement=0.0,  # two-epoch models: their INT8 agreement measures nothing
         )
     raise ValueError(f"unknown preset {name!r}")
 

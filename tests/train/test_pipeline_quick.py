@@ -150,6 +150,34 @@ def test_report(quick_run):
         assert needle in report, needle
 
 
+def test_quantize_refuses_an_int8_model_that_disagrees_with_fp32(quick_run, fsdd_dir, tmp_path, capsys):
+    """Below the recipe's agreement floor the previous INT8 model and its card stay as they were (what
+    `make train` relies on); LOSO folds (``gate=False``) record the miss and go on."""
+    import shutil
+    from dataclasses import replace
+
+    from train.onnx_tools import ExportError
+    from train.pipeline import Workspace, stage_quantize
+    from train.recipe import preset
+
+    run, out = tmp_path / "run", tmp_path / "out"
+    shutil.copytree(quick_run["run"], run)
+    shutil.copytree(quick_run["out"], out)
+    before = (out / "digitspot.onnx").read_bytes()
+    inode = (out / "digitspot.onnx").stat().st_ino  # a replaced file (even with equal bytes) is a new inode
+    ws = Workspace(recipe=replace(preset("quick"), int8_min_agreement=1.01), run_dir=run, out_dir=out,
+                   data_dir=str(fsdd_dir), cache_dir=quick_run["cache"], progress=False)
+    with pytest.raises(ExportError, match=r"agrees with FP32 on only .* left as it was"):
+        stage_quantize(ws)
+    assert (out / "digitspot.onnx").read_bytes() == before and (out / "digitspot.onnx").stat().st_ino == inode
+    load_card(out / "digitspot.onnx")  # verifies that model and card still belong together
+    assert not [p.name for p in out.iterdir() if "candidate" in p.name or p.name.endswith(".tmp")]
+    result = stage_quantize(ws, gate=False)
+    assert 0.0 <= result["int8_vs_fp32_top1_agreement"] <= 1.0
+    assert "recorded, not fatal" in capsys.readouterr().err
+    load_card(out / "digitspot.onnx")
+
+
 def test_stage_subcommands_rerun_on_the_run_dir(run_train, quick_run, fsdd_dir):
     """Each stage is its own subcommand: re-export, re-quantize and re-evaluate the quick run."""
     base, run, out = quick_run["base"], quick_run["run"], quick_run["out"]
@@ -175,6 +203,7 @@ def test_loso_two_folds_in_parallel(run_train, quick_run, fsdd_dir):
     for fold in loso["folds"]:
         assert fold["test_files"] == 20  # quick: 2 takes x 10 digits of the held-out speaker
         assert 0.0 <= fold["parity_onnx_fp32_vs_torch_max_abs"] < 1e-2  # recorded per fold (no gate there)
+        assert 0.0 <= fold["int8_vs_fp32_top1_agreement"] <= 1.0  # recorded per fold too
         data = json.loads((run / fold["speaker"] / "data.json").read_text())
         held_out = f"_{fold['speaker']}_"
         assert all(held_out not in p for p in data["files"]["train"] + data["files"]["validation"])
