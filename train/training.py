@@ -19,14 +19,7 @@ from torch.nn.utils import prune as torch_prune
 
 from train.augment import AugmentConfig, augment_batch, augment_batch_pair, clean_batch
 from train.data import ClipSet
-from train.model import (
-    DigitNet,
-    FrontEndConfig,
-    build_student,
-    build_teacher,
-    count_nonzero_parameters,
-    count_parameters,
-)
+from train.model import DigitNet, build_student, build_teacher, count_nonzero_parameters, count_parameters
 
 WINDOW = 8000
 
@@ -92,11 +85,7 @@ class TrainHistory:
 
 
 def build_model(arch: dict) -> DigitNet:
-    """A network from its recorded architecture; ``kwargs["frontend"]`` (a dict) overrides log-mel defaults,
-    and checkpoints written before it existed get the defaults they were trained with."""
     kind, kwargs = arch["kind"], dict(arch.get("kwargs", {}))
-    if "frontend" in kwargs:
-        kwargs["frontend"] = FrontEndConfig(**kwargs["frontend"])
     if kind == "teacher":
         return build_teacher(**kwargs)
     if kind == "student":
