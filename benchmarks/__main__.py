@@ -1,5 +1,5 @@
-"""``python -m benchmarks``: see :mod:`benchmarks.cli`."""
+"""``python -m digitspot.benchmarks``: see :mod:`digitspot.benchmarks.cli`."""
 
-from benchmarks.cli import main
+from digitspot.benchmarks.cli import main
 
 main()

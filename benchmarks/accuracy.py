@@ -19,9 +19,9 @@ import click
 import numpy as np
 import soundfile as sf
 
-from benchmarks.audio import LabelledFile, add_noise, pitch_shift
-from benchmarks.stats import wilson
-from edge.audio_io import load_audio
+from digitspot.benchmarks.audio import LabelledFile, add_noise, pitch_shift
+from digitspot.benchmarks.stats import wilson
+from digitspot.edge.audio_io import load_audio
 
 PITCH_CENTS = (300, 500, 700)
 NOISE_SNRS = (10, 5, 0)
@@ -36,8 +36,8 @@ def conditions() -> list[dict[str, Any]]:
 
 
 def classify_with_cli(paths: list[Path], model: Path) -> list[dict[str, Any]]:
-    """Run ``digitspot-edge classify`` (as ``python -m edge``) and parse its JSON lines."""
-    cmd = [sys.executable, "-m", "edge", "classify", "--model", str(model), *map(str, paths)]
+    """Run ``digitspot-edge classify`` (as ``python -m digitspot.edge``) and parse its JSON lines."""
+    cmd = [sys.executable, "-m", "digitspot.edge", "classify", "--model", str(model), *map(str, paths)]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=False)
     rows = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
     if len(rows) != len(paths):

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import soxr
 
-from edge.audio_io import load_audio
+from digitspot.edge.audio_io import load_audio
 
 FSDD_PATTERN = re.compile(r"^(\d)_([A-Za-z]+)_(\d+)\.wav$")
 LABEL_PREFIX = re.compile(r"^(\d)[_\-.]")

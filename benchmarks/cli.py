@@ -1,4 +1,4 @@
-"""``python -m benchmarks``: run the benchmarks, write the report, exit 1 when a gated target is missed."""
+"""``python -m digitspot.benchmarks``: run the benchmarks, write the report, exit 1 when a gated target is missed."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ from typing import Any
 
 import click
 
-from benchmarks import SCHEMA_VERSION
-from benchmarks.machine import cpu_times, is_x86_64, machine_busy, machine_info
+from digitspot.benchmarks import SCHEMA_VERSION
+from digitspot.benchmarks.machine import cpu_times, is_x86_64, machine_busy, machine_info
 
 SECTIONS = ("inference", "accuracy", "peer", "e2e", "throughput")
 ROOT = Path(__file__).resolve().parent.parent
@@ -64,7 +64,7 @@ def log(message: str) -> None:
 @click.option("--broker", default=None, metavar="HOST:PORT",
               help="Use this MQTT broker instead of starting a private Mosquitto")
 @click.option("--daemon-command", default=None, metavar="CMD",
-              help="Command that runs the daemon  [default: this Python's `-m edge run`], e.g. "
+              help="Command that runs the daemon  [default: this Python's `-m digitspot.edge run`], e.g. "
                    "'/opt/digitspot/venv/bin/digitspot-edge run'")
 @click.option("--pitch-method", type=click.Choice(["wsola", "resample"]), default="wsola",
               help="Pitch shift of the accuracy suite: duration-preserving (wsola) or tape-style (resample)")
@@ -87,14 +87,14 @@ def main(model, fp32_model, torchscript, data_dir, short, only, runs, warmup, e2
     OUT_DIR/<host>-<date>.{json,md} plus PNGs and exits 1 when a gated target is missed (or a section
     could not run), 0 otherwise; 65/66 when the model or the audio folder cannot be used.
     """
-    from benchmarks.report import Thresholds, evaluate_targets, render_docs, verdict, write_report
-    from edge.classifier import default_model_path
-    from edge.errors import EXIT_NOINPUT, DigitspotError
+    from digitspot.benchmarks.report import Thresholds, evaluate_targets, render_docs, verdict, write_report
+    from digitspot.edge.classifier import default_model_path
+    from digitspot.edge.errors import EXIT_NOINPUT, DigitspotError
 
     started = time.monotonic()
     cpu_at_start = cpu_times()
     if daemon_command:
-        from benchmarks import daemon as daemon_module
+        from digitspot.benchmarks import daemon as daemon_module
 
         daemon_module.daemon_prefix[:] = shlex.split(daemon_command)
     model = Path(model) if model else default_model_path()
@@ -115,15 +115,15 @@ def main(model, fp32_model, torchscript, data_dir, short, only, runs, warmup, e2
     stem = stem or f"{machine['host']}-{now.date().isoformat()}"
     report: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION, "date": now.strftime("%Y-%m-%d %H:%M UTC"),
-        "mode": "short" if short else "full", "command": shlex.join(["python", "-m", "benchmarks", *sys.argv[1:]]),
+        "mode": "short" if short else "full", "command": shlex.join(["python", "-m", "digitspot.benchmarks", *sys.argv[1:]]),
         "machine": machine, "counts": counts, "sections": sections, "errors": {}, "figures": {},
         "settings": {"snr_db": snr_db, "noise": noise, "seed": seed, "data_dir": str(data_dir),
                      "pitch_method": pitch_method,
                      "broker": broker or "private Mosquitto on a free loopback port",
-                     "daemon_command": daemon_command or "python -m edge run"},
+                     "daemon_command": daemon_command or "python -m digitspot.edge run"},
     }
     try:
-        from edge.card import load_card
+        from digitspot.edge.card import load_card
 
         card = load_card(model, verify=True)
         report["model"] = {"path": str(model), "name": card.name, "sha256": card.sha256,
@@ -132,8 +132,8 @@ def main(model, fp32_model, torchscript, data_dir, short, only, runs, warmup, e2
     except DigitspotError as exc:  # nothing can run without the model: one line, edge's exit code (65/66)
         click.echo(f"benchmarks: error: cannot use model {model}: {exc}", err=True)
         sys.exit(exc.exit_code)
-    from benchmarks import plots
-    from benchmarks.audio import build_stream, labelled_files, load_labelled, noise_only_stream
+    from digitspot.benchmarks import plots
+    from digitspot.benchmarks.audio import build_stream, labelled_files, load_labelled, noise_only_stream
 
     try:
         files = labelled_files(data_dir, counts["per_digit"])
@@ -160,7 +160,7 @@ def main(model, fp32_model, torchscript, data_dir, short, only, runs, warmup, e2
     out_dir.mkdir(parents=True, exist_ok=True)
 
     if "inference" in sections:
-        from benchmarks.inference import run_inference
+        from digitspot.benchmarks.inference import run_inference
 
         def _inference():
             res = run_inference({"int8": model, "fp32": fp32_model}, clips[:64] if len(clips) > 64 else clips,
@@ -174,7 +174,7 @@ def main(model, fp32_model, torchscript, data_dir, short, only, runs, warmup, e2
         report["inference"] = section("inference", _inference)
 
     if "accuracy" in sections:
-        from benchmarks.accuracy import run_accuracy
+        from digitspot.benchmarks.accuracy import run_accuracy
 
         def _accuracy():
             res = run_accuracy(files, model, rate, seed=seed, pitch_method=pitch_method)
@@ -203,9 +203,9 @@ def main(model, fp32_model, torchscript, data_dir, short, only, runs, warmup, e2
                 import pocketsphinx  # noqa: F401
             except ImportError:
                 return {"skipped": "pocketsphinx is not installed (pip install pocketsphinx; it is in the dev extra)"}
-            from benchmarks.peer import __doc__ as method
-            from benchmarks.peer import run_peer_stream, run_peer_utterances
-            from edge.classifier import OnnxDigitClassifier
+            from digitspot.benchmarks.peer import __doc__ as method
+            from digitspot.benchmarks.peer import run_peer_stream, run_peer_utterances
+            from digitspot.edge.classifier import OnnxDigitClassifier
 
             classifier = OnnxDigitClassifier(model, threads=1)
             res = {"method": " ".join(method.split("\n\n", 1)[1].split()), "with_oh": with_oh,
@@ -222,7 +222,7 @@ def main(model, fp32_model, torchscript, data_dir, short, only, runs, warmup, e2
             host, port = host or "127.0.0.1", int(port_text)
         else:
             def _broker():
-                from edge.local_broker import LocalBroker
+                from digitspot.edge.devtools.local_broker import LocalBroker
 
                 return LocalBroker().start()
             broker_ctx = section("broker", _broker)
@@ -232,7 +232,7 @@ def main(model, fp32_model, torchscript, data_dir, short, only, runs, warmup, e2
 
     try:
         if "e2e" in sections and port:
-            from benchmarks.e2e import run_e2e
+            from digitspot.benchmarks.e2e import run_e2e
 
             def _e2e():
                 res = run_e2e(stream, model, host, port)
@@ -246,7 +246,7 @@ def main(model, fp32_model, torchscript, data_dir, short, only, runs, warmup, e2
                 report["peer"]["ours_stream"] = {"counts": report["e2e"]["outcomes"],
                                                  "accuracy": report["e2e"]["accuracy"]}
         if "throughput" in sections and port:
-            from benchmarks.e2e import run_idle_cpu, run_startup, run_unpaced
+            from digitspot.benchmarks.e2e import run_idle_cpu, run_startup, run_unpaced
 
             thr: dict[str, Any] = {}
             hour = build_stream(clips, digits, [f.path.name for f in files], rate, snr_db=snr_db, noise=noise,
@@ -291,13 +291,13 @@ def main(model, fp32_model, torchscript, data_dir, short, only, runs, warmup, e2
     report["passed"] = verdict(report["targets"], report["errors"])
     json_path, md_path = write_report(report, out_dir, stem)
     if docs:
-        from edge.card import write_bytes_atomic
+        from digitspot.edge.card import write_bytes_atomic
 
         write_bytes_atomic(docs, render_docs(report, md_path.name).encode("utf-8"))
         docs.chmod(0o644)
     if readme:
         update_readme(readme, render_docs(report, md_path.name))
-    from benchmarks.report import targets_table
+    from digitspot.benchmarks.report import targets_table
 
     click.echo("\n".join(targets_table(report["targets"])))
     click.echo(f"\nreport: {json_path} and {md_path} ({report['wall_s']:.0f} s)")
@@ -351,7 +351,7 @@ def update_readme(readme: Path, docs_page: str) -> None:
 
     The page is written for ``docs/``; in the README its heading is dropped and ``../`` links lose the prefix.
     """
-    from edge.card import write_bytes_atomic
+    from digitspot.edge.card import write_bytes_atomic
 
     text = readme.read_text(encoding="utf-8")
     if README_START not in text or README_END not in text:

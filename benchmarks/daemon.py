@@ -12,15 +12,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.subscriber import now_ns
-from edge.processes import stop_process
+from digitspot.benchmarks.subscriber import now_ns
+from digitspot.edge.devtools.processes import stop_process
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
 # The daemon under test: this interpreter's ``digitspot-edge run``. ``--daemon-command`` replaces the prefix,
 # e.g. to measure the daemon of another install (the Pi's /opt/digitspot venv).
-DEFAULT_DAEMON = [sys.executable, "-m", "edge", "run"]
+DEFAULT_DAEMON = [sys.executable, "-m", "digitspot.edge", "run"]
 daemon_prefix: list[str] = list(DEFAULT_DAEMON)
 
 
@@ -86,10 +86,10 @@ class LineCollector(threading.Thread):
 
 
 class Subscriber:
-    """The subscriber process of :mod:`benchmarks.subscriber`, started and stopped by us."""
+    """The subscriber process of :mod:`digitspot.benchmarks.subscriber`, started and stopped by us."""
 
     def __init__(self, host: str, port: int, topics: list[str]):
-        cmd = [sys.executable, "-m", "benchmarks.subscriber", "--host", host, "--port", str(port)]
+        cmd = [sys.executable, "-m", "digitspot.benchmarks.subscriber", "--host", host, "--port", str(port)]
         for topic in topics:
             cmd += ["--topic", topic]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

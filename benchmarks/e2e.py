@@ -16,11 +16,11 @@ from typing import Any
 import click
 import numpy as np
 
-from benchmarks.audio import LabelledStream
-from benchmarks.daemon import Daemon, Subscriber, daemon_command, proc_cpu_seconds, proc_rss_mb
-from benchmarks.matching import Detection, WordTimes, match
-from benchmarks.stats import poisson_rate, summarize
-from benchmarks.subscriber import now_ns
+from digitspot.benchmarks.audio import LabelledStream
+from digitspot.benchmarks.daemon import Daemon, Subscriber, daemon_command, proc_cpu_seconds, proc_rss_mb
+from digitspot.benchmarks.matching import Detection, WordTimes, match
+from digitspot.benchmarks.stats import poisson_rate, summarize
+from digitspot.benchmarks.subscriber import now_ns
 
 CHUNK_MS = 10
 

@@ -15,10 +15,10 @@ from typing import Any
 import click
 import numpy as np
 
-from benchmarks.onnx_graph import count_macs, parameter_counts
-from benchmarks.stats import summarize
-from edge.audio_io import fit_to_window
-from edge.card import ModelCard, card_path_for, load_card
+from digitspot.benchmarks.onnx_graph import count_macs, parameter_counts
+from digitspot.benchmarks.stats import summarize
+from digitspot.edge.audio_io import fit_to_window
+from digitspot.edge.card import ModelCard, card_path_for, load_card
 
 BLOCK = 100  # timed calls per runtime before switching to the next (see _time_interleaved)
 
@@ -29,7 +29,7 @@ def onnx_runner(model: Path, card: ModelCard) -> Callable[[np.ndarray], Any]:
     A model without its own card (e.g. an FP32 export shipped only for comparison) runs in a bare
     onnxruntime session with the daemon's options and the shipped model's card for names and window.
     """
-    from edge.classifier import OnnxDigitClassifier
+    from digitspot.edge.classifier import OnnxDigitClassifier
 
     if card_path_for(model).is_file():
         return OnnxDigitClassifier(model, threads=1, verify=True).logits
@@ -70,7 +70,7 @@ def torch_runners(torchscript: Path, card_training: dict) -> dict[str, Any]:
     # Eager: the student architecture from train.model with the TorchScript module's weights (a traced
     # module keeps the original parameter names). Needs the train package and the card's student config.
     try:
-        from train.model import build_student
+        from digitspot.train.model import build_student
 
         training = card_training or {}
         student_cfg = (training.get("student") or (training.get("recipe") or {}).get("student_arch", {})

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from benchmarks.stats import wilson
+from digitspot.benchmarks.stats import wilson
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ onnxruntime, softmax). File reading and resampling are excluded for both.
 
 Stream: the same labelled stream as the end-to-end benchmark, at 16 kHz, segmented by PocketSphinx's own
 ``Endpointer`` (its webrtc-style VAD) and decoded per segment; detections are matched to the words by the
-same time-window rule as ours (:mod:`benchmarks.matching`), with the segment end as the event time.
+same time-window rule as ours (:mod:`digitspot.benchmarks.matching`), with the segment end as the event time.
 """
 
 from __future__ import annotations
@@ -23,9 +23,9 @@ import click
 import numpy as np
 import soxr
 
-from benchmarks.audio import LabelledStream
-from benchmarks.matching import Detection, WordTimes, match
-from benchmarks.stats import summarize, wilson
+from digitspot.benchmarks.audio import LabelledStream
+from digitspot.benchmarks.matching import Detection, WordTimes, match
+from digitspot.benchmarks.stats import summarize, wilson
 
 DIGIT_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 PEER_RATE = 16000

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from edge.card import write_bytes_atomic
+from digitspot.edge.card import write_bytes_atomic
 
 
 def _pyplot():

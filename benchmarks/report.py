@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edge.card import write_bytes_atomic, write_json_atomic
+from digitspot.edge.card import write_bytes_atomic, write_json_atomic
 
 
 @dataclass(frozen=True)
@@ -430,7 +430,7 @@ def render_docs(report: dict[str, Any], report_md_name: str) -> str:
     lines += ["", ("Run them on your own Pi (after `make venv`): `make bench` (full, ~12 min on this 2-core x86; "
               "exits 1 when a gated target is missed) or `make bench BENCH_SHORT=1` (a couple of minutes, small "
               "counts, figures indicative only). Reports land in `benchmarks/results/<host>-<date>.{json,md}` "
-              "with latency and confusion PNGs; `python -m benchmarks --help` lists every option "
+              "with latency and confusion PNGs; `python -m digitspot.benchmarks --help` lists every option "
               "(`--broker HOST:PORT` to use your own Mosquitto, `--data-dir` for another labelled WAV folder, "
               "`--max-p99-ms` for the inference gate)."), ""]
     return "\n".join(lines)

@@ -1,6 +1,6 @@
 """An independent MQTT subscriber process that stamps every message's arrival on CLOCK_MONOTONIC.
 
-    python -m benchmarks.subscriber --host 127.0.0.1 --port 1883 --topic 'digitspot/x/#'
+    python -m digitspot.benchmarks.subscriber --host 127.0.0.1 --port 1883 --topic 'digitspot/x/#'
 
 Prints one JSON line per message: ``{"t_ns": ..., "topic": ..., "payload": ...}`` (payload as text),
 after a ``{"subscribed": true}`` line once the broker acknowledged the subscription. CLOCK_MONOTONIC is

@@ -11,9 +11,9 @@ This script builds that aarch64 world without a Pi:
    prefix first, and onnxruntime's CPU detection crashes on the host's x86 cpuinfo;
 2. the digitspot wheel and its dependencies as aarch64 wheels (``pip --platform ... --only-binary``),
    pinned to the versions of this machine's venv so that only the architecture differs;
-3. ``qemu-aarch64-static -L sysroot sysroot/usr/bin/python3.11 -m edge.cli classify`` on N official
+3. ``qemu-aarch64-static -L sysroot sysroot/usr/bin/python3.11 -m digitspot.edge.cli classify`` on N official
    test takes, and the same command with this machine's Python; every digit must be equal;
-4. the daemon itself (``edge.cli run --source file --print --no-mqtt``: webrtcvad, the resampler, the
+4. the daemon itself (``digitspot.edge.cli run --source file --print --no-mqtt``: webrtcvad, the resampler, the
    segmenter) on a stream of 8 test takes separated by silence: the same digits on both.
 
 Downloads are cached in ``--cache`` (default ``cache/arm``, gitignored), so a re-run needs no network.
@@ -162,7 +162,7 @@ def pick_files(fsdd: Path, count: int) -> list[Path]:
 
 
 def classify(cmd_prefix: list[str], model: Path, files: list[Path], cwd: Path, env: dict[str, str]) -> dict[str, dict]:
-    cmd = [*cmd_prefix, "-m", "edge.cli", "classify", "--threads", "1", "--model", str(model),
+    cmd = [*cmd_prefix, "-m", "digitspot.edge.cli", "classify", "--threads", "1", "--model", str(model),
            *[str(f) for f in files]]
     proc = subprocess.run(cmd, cwd=cwd, env=env, text=True, capture_output=True, check=False)
     if proc.returncode != 0:
@@ -188,7 +188,7 @@ def write_stream(files: list[Path], path: Path) -> list[int]:
 
 
 def run_daemon(cmd_prefix: list[str], model: Path, stream: Path, cwd: Path, env: dict[str, str]) -> list[int]:
-    cmd = [*cmd_prefix, "-m", "edge.cli", "run", "--model", str(model), "--source", "file", "--input", str(stream),
+    cmd = [*cmd_prefix, "-m", "digitspot.edge.cli", "run", "--model", str(model), "--source", "file", "--input", str(stream),
            "--print", "--no-mqtt", "--log-level", "warning"]
     proc = subprocess.run(cmd, cwd=cwd, env=env, text=True, capture_output=True, check=False)
     if proc.returncode != 0:
@@ -229,11 +229,11 @@ def main(argv: list[str] | None = None) -> int:
         pins = install_site(cache, wheel.resolve(), site)
         setup_s = time.monotonic() - started
 
-        # cwd is the empty temp dir, so `-m edge.cli` imports the installed wheel, never the source tree.
+        # cwd is the empty temp dir, so `-m digitspot.edge.cli` imports the installed wheel, never the source tree.
         arm_env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "PYTHONNOUSERSITE": "1"}
         qemu = [QEMU, "-L", str(sysroot), "-E", f"PYTHONPATH={site}", "-E", "PYTHONNOUSERSITE=1",
                 str(sysroot / "usr" / "bin" / "python3.11")]
-        probe_code = "import platform, edge, onnxruntime; print(platform.machine(), edge.__file__, onnxruntime.__version__)"
+        probe_code = "import platform, digitspot.edge as edge, onnxruntime; print(platform.machine(), edge.__file__, onnxruntime.__version__)"
         probe = run([*qemu, "-c", probe_code],
                     cwd=tmp_path, env=arm_env, capture_output=True).stdout.split()
         if probe[0] != "aarch64" or not probe[1].startswith(str(site)):

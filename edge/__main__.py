@@ -1,5 +1,5 @@
-"""``python -m edge`` is ``digitspot-edge`` (handy under qemu or without console scripts)."""
+"""``python -m digitspot.edge`` is ``digitspot-edge`` (handy under qemu or without console scripts)."""
 
-from edge.cli import main
+from digitspot.edge.cli import main
 
 main()

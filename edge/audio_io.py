@@ -13,7 +13,7 @@ import numpy as np
 import soundfile as sf
 import soxr
 
-from edge.errors import AudioError, MissingInputError
+from digitspot.edge.errors import AudioError, MissingInputError
 
 # Ten minutes at 48 kHz stereo float is ~230 MB; cap what one file may make us hold in memory.
 MAX_FILE_SECONDS = 30 * 60

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edge.errors import ModelError
+from digitspot.edge.errors import ModelError
 
 SCHEMA_VERSION = 1
 DIGIT_LABELS = ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"]

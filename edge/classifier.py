@@ -12,17 +12,24 @@ from pathlib import Path
 
 import numpy as np
 
-from edge.audio_io import fit_to_window
-from edge.card import ModelCard, load_card
-from edge.errors import ModelError
+from digitspot.edge.audio_io import fit_to_window
+from digitspot.edge.card import ModelCard, load_card
+from digitspot.edge.errors import ModelError
 
-DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "artifacts" / "digitspot.onnx"
+SHIPPED_MODEL_NAME = "digitspot.onnx"
+
+
+def shipped_model_path() -> Path:
+    """The INT8 model shipped inside the package (``digitspot.artifacts``), wherever it is installed."""
+    from importlib import resources
+
+    return Path(str(resources.files("digitspot.artifacts") / SHIPPED_MODEL_NAME))
 
 
 def default_model_path() -> Path:
-    """The shipped artifact: ``$DIGITSPOT_MODEL`` if set, else ``artifacts/digitspot.onnx`` of this install."""
+    """``$DIGITSPOT_MODEL`` if set, else the shipped model of this install."""
     env = os.environ.get("DIGITSPOT_MODEL")
-    return Path(env) if env else DEFAULT_MODEL
+    return Path(env) if env else shipped_model_path()
 
 
 @dataclass(frozen=True)

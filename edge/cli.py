@@ -1,7 +1,7 @@
 """``digitspot-edge``: the one command line of the Pi side.
 
 Subcommands are added by their own modules (``classify`` here, ``run`` and ``devices`` by the daemon).
-Errors are reported as one line on stderr with the exit codes listed in ``edge.errors`` and the README.
+Errors are reported as one line on stderr with the exit codes listed in ``digitspot.edge.errors`` and the README.
 """
 
 from __future__ import annotations
@@ -9,20 +9,13 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import NoReturn
 
 import click
 
-from edge import __version__
-from edge.errors import EXIT_OK, DigitspotError
-
-CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "show_default": True, "max_content_width": 100}
-
-
-def fail(error: DigitspotError) -> NoReturn:
-    """Print one clear line and exit with the error's documented code."""
-    click.echo(f"digitspot-edge: error: {error}", err=True)
-    sys.exit(error.exit_code)
+from digitspot.edge import __version__
+from digitspot.edge.cli_common import CONTEXT_SETTINGS, fail
+from digitspot.edge.errors import EXIT_OK, DigitspotError
+from digitspot.edge.run_command import devices, run
 
 
 @click.group(context_settings=CONTEXT_SETTINGS)
@@ -48,8 +41,8 @@ def classify(files: tuple[Path, ...], model_path: Path | None, threads: int) -> 
     gets a JSON line with an "error" key instead, the others are still classified, and the exit
     code is that of the first failure (65 not audio, 66 missing).
     """
-    from edge.audio_io import load_audio
-    from edge.classifier import OnnxDigitClassifier
+    from digitspot.edge.audio_io import load_audio
+    from digitspot.edge.classifier import OnnxDigitClassifier
 
     try:
         classifier = OnnxDigitClassifier(model_path, threads=threads)
@@ -75,18 +68,9 @@ def classify(files: tuple[Path, ...], model_path: Path | None, threads: int) -> 
     sys.exit(exit_code)
 
 
-def _register_optional_commands() -> None:
-    """Attach subcommands that live in their own modules (the daemon's `run`, `devices`)."""
-    import importlib
-    import importlib.util
+# `run` and `devices` live in their own module; it imports nothing from this one.
+main.add_command(run)
+main.add_command(devices)
 
-    if importlib.util.find_spec("edge.run_command") is not None:
-        importlib.import_module("edge.run_command")  # registers its commands on `main`
-
-
-_register_optional_commands()
-
-if __name__ == "__main__":  # `python -m edge.cli`: run the importable copy, where subcommands registered
-    from edge.cli import main as _main
-
-    _main()
+if __name__ == "__main__":
+    main()

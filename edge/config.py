@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edge.errors import ConfigError
+from digitspot.edge.errors import ConfigError
 
 ENV_PREFIX = "DIGITSPOT_"
 PASSWORD_ENV = "DIGITSPOT_MQTT_PASSWORD"

@@ -17,13 +17,13 @@ import time
 import uuid
 from typing import Any
 
-from edge import __version__
-from edge.classifier import OnnxDigitClassifier, Prediction
-from edge.config import EdgeConfig
-from edge.events import DigitEvent, DiscoveryConfig, InfoMessage, ScoredDigit, utc_ms
-from edge.sd_notify import SystemdNotifier
-from edge.sources import AudioSource, FileSource, MicSource, StdinSource
-from edge.vad_segmenter import SegmenterSettings, Utterance, VadSegmenter
+from digitspot.edge import __version__
+from digitspot.edge.classifier import OnnxDigitClassifier, Prediction
+from digitspot.edge.config import EdgeConfig
+from digitspot.edge.events import DigitEvent, DiscoveryConfig, InfoMessage, ScoredDigit, utc_ms
+from digitspot.edge.sd_notify import SystemdNotifier
+from digitspot.edge.sources import AudioSource, FileSource, MicSource, StdinSource
+from digitspot.edge.vad_segmenter import SegmenterSettings, Utterance, VadSegmenter
 
 log = logging.getLogger("digitspot.daemon")
 
@@ -85,7 +85,7 @@ class Daemon:
         )
         self.publisher = None
         if not cfg.no_mqtt:
-            from edge.mqtt_publisher import MqttPublisher
+            from digitspot.edge.mqtt_publisher import MqttPublisher
 
             self.publisher = MqttPublisher(cfg, self._info_json, self._discovery_json)
 

@@ -14,6 +14,7 @@ EXIT_NOINPUT = 66  # an input file or directory does not exist or is empty
 EXIT_UNAVAILABLE = 69  # audio device or broker unavailable for a one-shot command
 EXIT_SOFTWARE = 70  # internal error: a bug, please report
 EXIT_CONFIG = 78  # configuration error (bad TOML, bad value)
+EXIT_MISSING_EXTRA = 3  # a command of the training side run on an install without the `train` extra
 
 
 class DigitspotError(Exception):

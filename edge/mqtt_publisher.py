@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from edge.config import EdgeConfig
+from digitspot.edge.config import EdgeConfig
 
 log = logging.getLogger("digitspot.mqtt")
 

@@ -1,7 +1,7 @@
 """``digitspot-edge run`` (the daemon) and ``digitspot-edge devices`` (list microphones).
 
 Every ``run`` flag is also a TOML key (underscores) and a ``DIGITSPOT_*`` environment variable; see
-``edge.config`` for the precedence. Flags default to "not given" here so that the lower layers can
+``digitspot.edge.config`` for the precedence. Flags default to "not given" here so that the lower layers can
 fill them; ``--help`` shows the effective built-in defaults.
 """
 
@@ -14,9 +14,9 @@ from pathlib import Path
 
 import click
 
-from edge.cli import CONTEXT_SETTINGS, fail, main
-from edge.config import EdgeConfig, build_config
-from edge.errors import DigitspotError
+from digitspot.edge.cli_common import CONTEXT_SETTINGS, fail
+from digitspot.edge.config import EdgeConfig, build_config
+from digitspot.edge.errors import DigitspotError
 
 _DEFAULTS = EdgeConfig(device_id="<hostname>")
 
@@ -103,7 +103,7 @@ def with_options(func):
     return func
 
 
-@main.command(context_settings=CONTEXT_SETTINGS)
+@click.command(context_settings=CONTEXT_SETTINGS)
 @with_options
 def run(config_file: Path | None, **flags) -> None:
     """Listen and publish every spoken digit over MQTT (the daemon).
@@ -114,7 +114,7 @@ def run(config_file: Path | None, **flags) -> None:
       digitspot-edge run --source file --input digits.wav --realtime --print --no-mqtt
       arecord -q -f S16_LE -r 16000 -c 1 -t raw | digitspot-edge run --source stdin --input-rate 16000
     """
-    from edge.daemon import run_daemon, setup_logging
+    from digitspot.edge.daemon import run_daemon, setup_logging
 
     try:
         cfg = build_config(flags, config_file)
@@ -128,11 +128,11 @@ def run(config_file: Path | None, **flags) -> None:
     sys.exit(code)
 
 
-@main.command(context_settings=CONTEXT_SETTINGS)
+@click.command(context_settings=CONTEXT_SETTINGS)
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per device")
 def devices(as_json: bool) -> None:
     """List the capture devices PortAudio sees (for --device NAME|INDEX)."""
-    from edge.sources import list_input_devices
+    from digitspot.edge.sources import list_input_devices
 
     try:
         found = list_input_devices()

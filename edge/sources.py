@@ -19,9 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
-from edge.audio_io import to_mono_float32
-from edge.errors import AudioError, MissingInputError, UnavailableError
-from edge.resampler import StreamingResampler
+from digitspot.edge.audio_io import to_mono_float32
+from digitspot.edge.errors import AudioError, MissingInputError, UnavailableError
+from digitspot.edge.resampler import StreamingResampler
 
 log = logging.getLogger("digitspot.source")
 

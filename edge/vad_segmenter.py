@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from edge.classifier import Prediction
+from digitspot.edge.classifier import Prediction
 
 log = logging.getLogger("digitspot.segmenter")
 

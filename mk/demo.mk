@@ -6,4 +6,4 @@ DEMO_MODEL ?=
 
 .PHONY: demo
 demo: venv  ## the daemon on a bundled recording, a private Mosquitto, a subscriber printing each digit
-	$(PY) -m edge.demo --input $(DEMO_INPUT) $(if $(DEMO_MODEL),--model $(DEMO_MODEL))
+	$(PY) -m digitspot.edge.devtools.demo --input $(DEMO_INPUT) $(if $(DEMO_MODEL),--model $(DEMO_MODEL))

@@ -9,7 +9,7 @@ Why each step exists:
 - simple reverberation (exponentially decaying noise impulse response): rooms.
 
 The library evaluation conditions (pitch shift, white/pink noise) are produced with audiomentations
-in ``train.evaluate``, a different implementation from these, so the test is not the training trick.
+in ``digitspot.train.evaluate``, a different implementation from these, so the test is not the training trick.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from scipy.signal import fftconvolve
 
-from edge.audio_io import fit_to_window
+from digitspot.edge.audio_io import fit_to_window
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
 """``digitspot-train``: the workstation pipeline, one subcommand per stage.
 
 ``all`` runs data -> synth -> fit -> distill -> prune -> export -> quantize -> evaluate; ``make train`` calls it.
-Errors are one line on stderr with the exit codes of ``edge.errors`` (65 bad data, 66 missing input).
+Errors are one line on stderr with the exit codes of ``digitspot.edge.errors`` (65 bad data, 66 missing input).
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from pathlib import Path
 
 import click
 
-from edge import __version__
-from edge.errors import EXIT_SOFTWARE, DigitspotError
+from digitspot.edge import __version__
+from digitspot.edge.errors import EXIT_MISSING_EXTRA, EXIT_SOFTWARE, DigitspotError
 
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "show_default": True, "max_content_width": 110}
 
@@ -52,8 +52,8 @@ def common_options(fn):
                 **kwargs):
         import torch
 
-        from train.pipeline import Workspace
-        from train.recipe import preset as make_preset
+        from digitspot.train.pipeline import Workspace
+        from digitspot.train.recipe import preset as make_preset
 
         torch.set_num_threads(max(1, threads))
         name = preset or ("quick" if quick else "full")
@@ -81,13 +81,23 @@ def main() -> None:
     Stages, in order: data, synth, fit (teacher), distill (student), prune, export, quantize, evaluate.
     `all` runs them all; `loso` reruns the recipe once per held-out speaker.
     """
+    require_training_extra()
+
+
+def require_training_extra() -> None:
+    """Stop with one line when torch is missing: the base install (the Pi's) has no training side."""
+    import importlib.util
+
+    if importlib.util.find_spec("torch") is None:
+        fail("the training side needs the `train` extra: pip install 'digitspot[train]' "
+             "(torch 2.13.0, CPU build)", EXIT_MISSING_EXTRA)
 
 
 @main.command()
 @common_options
 def data(ws) -> None:
     """Check the FSDD directory and write the split (data.json in the run directory)."""
-    from train.pipeline import stage_data
+    from digitspot.train.pipeline import stage_data
 
     split = stage_data(ws)
     click.echo(split.summary())
@@ -97,7 +107,7 @@ def data(ws) -> None:
 @common_options
 def synth(ws) -> None:
     """Generate (or reuse from the cache) the synthetic espeak-ng/flite voices."""
-    from train.pipeline import stage_synth
+    from digitspot.train.pipeline import stage_synth
 
     clips = stage_synth(ws)
     click.echo(f"{len(clips)} synthetic clips")
@@ -107,7 +117,7 @@ def synth(ws) -> None:
 @common_options
 def fit(ws) -> None:
     """Train the teacher CNN (teacher.pt)."""
-    from train.pipeline import stage_fit
+    from digitspot.train.pipeline import stage_fit
 
     click.echo(stage_fit(ws))
 
@@ -116,7 +126,7 @@ def fit(ws) -> None:
 @common_options
 def distill(ws) -> None:
     """Distil the teacher into the DS-CNN student (student.pt)."""
-    from train.pipeline import stage_distill
+    from digitspot.train.pipeline import stage_distill
 
     click.echo(stage_distill(ws))
 
@@ -125,7 +135,7 @@ def distill(ws) -> None:
 @common_options
 def prune(ws) -> None:
     """Iterative global magnitude pruning to 40% with fine-tuning (pruned.pt)."""
-    from train.pipeline import stage_prune
+    from digitspot.train.pipeline import stage_prune
 
     click.echo(stage_prune(ws))
 
@@ -134,7 +144,7 @@ def prune(ws) -> None:
 @common_options
 def export(ws) -> None:
     """Export the pruned student: FP32 ONNX + card, TorchScript; check parity with PyTorch."""
-    from train.pipeline import stage_export
+    from digitspot.train.pipeline import stage_export
 
     r = stage_export(ws)
     click.echo(f"{r['fp32_onnx']} ({r['fp32_bytes']} bytes), parity {r['parity_onnx_fp32_vs_torch_max_abs']:.2e}")
@@ -144,7 +154,7 @@ def export(ws) -> None:
 @common_options
 def quantize(ws) -> None:
     """Static INT8 (QDQ, per-channel, Conv/Gemm) of the FP32 ONNX, calibrated on training audio."""
-    from train.pipeline import stage_quantize
+    from digitspot.train.pipeline import stage_quantize
 
     r = stage_quantize(ws)
     click.echo(f"{r['int8_onnx']} ({r['int8_bytes']} bytes), top-1 agreement with FP32 "
@@ -157,7 +167,7 @@ def quantize(ws) -> None:
               help="loso.json to include in the report (skipped if absent)")
 def evaluate(ws, loso_results) -> None:
     """Run the exported models through the edge classifier; write report.md and the metrics into the cards."""
-    from train.pipeline import stage_evaluate
+    from digitspot.train.pipeline import stage_evaluate
 
     m = stage_evaluate(ws, loso_results=loso_results)
     _print_metrics(m)
@@ -175,8 +185,8 @@ def _print_metrics(m: dict) -> None:
               help="loso.json to include in the report (skipped if absent)")
 def all_stages(ws, loso_results) -> None:
     """The whole recipe: data, synth, fit, distill, prune, export, quantize, evaluate."""
-    from edge.card import load_card, write_card
-    from train import pipeline as p
+    from digitspot.edge.card import load_card, write_card
+    from digitspot.train import pipeline as p
 
     start = time.monotonic()
     timings = {}
@@ -198,7 +208,7 @@ def all_stages(ws, loso_results) -> None:
         card.training = {**card.training, "stage_seconds": timings, "produced_by": "digitspot-train all"
                          + (" --quick" if ws.recipe.preset == "quick" else "")}
         write_card(path, card)
-    from edge.card import write_json_atomic
+    from digitspot.edge.card import write_json_atomic
 
     write_json_atomic(ws.path("all.json"), {"stage_seconds": timings, "recipe": ws.recipe.to_dict()})
     p.append_timings(ws, timings)
@@ -216,7 +226,7 @@ def loso(ws, speakers, jobs) -> None:
     """Leave-one-speaker-out: rerun the recipe once per held-out speaker (writes <run-dir>/loso.json)."""
     import torch
 
-    from train.pipeline import stage_loso
+    from digitspot.train.pipeline import stage_loso
 
     chosen = [s.strip() for s in speakers.split(",") if s.strip()] or None
     r = stage_loso(ws, chosen, jobs=jobs, threads=torch.get_num_threads())

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from edge.audio_io import load_audio
-from edge.errors import EXIT_DATAERR, EXIT_USAGE, DigitspotError, MissingInputError
+from digitspot.edge.audio_io import load_audio
+from digitspot.edge.errors import EXIT_DATAERR, EXIT_USAGE, DigitspotError, MissingInputError
 
 FSDD_PATTERN = re.compile(r"^(\d)_([a-z]+)_(\d+)\.wav$")
 SAMPLE_RATE = 8000

@@ -1,7 +1,7 @@
 """Evaluation through the edge runtime's own classifier, and the Markdown report.
 
-Every number here comes from ``edge.classifier.OnnxDigitClassifier`` running an exported ONNX file,
-exactly as the daemon would, on audio loaded by ``edge.audio_io.load_audio``. The corrupted
+Every number here comes from ``digitspot.edge.classifier.OnnxDigitClassifier`` running an exported ONNX file,
+exactly as the daemon would, on audio loaded by ``digitspot.edge.audio_io.load_audio``. The corrupted
 conditions are made with audiomentations (pitch shift, coloured noise), a different implementation
 from the training augmentation, with a fixed seed so reruns give the same test audio.
 """
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edge.classifier import OnnxDigitClassifier
+from digitspot.edge.classifier import OnnxDigitClassifier
 
 PITCH_CENTS = (300, 500, 700)
 NOISE_SNR_DB = (10, 5, 0)
@@ -78,7 +78,7 @@ def per_class(m: np.ndarray) -> list[dict]:
 
 def plot_confusion(m: np.ndarray, path: Path, title: str) -> None:
     """The same confusion-matrix figure the benchmarks draw, so the two reports read alike."""
-    from benchmarks.plots import confusion_figure
+    from digitspot.benchmarks.plots import confusion_figure
 
     confusion_figure(path, np.asarray(m).tolist(), title)
 

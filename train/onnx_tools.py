@@ -1,7 +1,7 @@
 """ONNX / TorchScript export, parity checks, INT8 static quantization and the model card.
 
 Every file is written to a temporary name first and renamed into place, and the card is written by
-``edge.card.write_card`` right after its model, so a model never exists without its card.
+``digitspot.edge.card.write_card`` right after its model, so a model never exists without its card.
 """
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from edge.card import ModelCard, Quantization, write_bytes_atomic, write_card
-from edge.errors import EXIT_SOFTWARE, DigitspotError
-from train.model import DigitNet
+from digitspot.edge.card import ModelCard, Quantization, write_bytes_atomic, write_card
+from digitspot.edge.errors import EXIT_SOFTWARE, DigitspotError
+from digitspot.train.model import DigitNet
 
 OPSET = 18
 PARITY_TOLERANCE = 1e-4
@@ -153,7 +153,7 @@ def library_versions() -> dict[str, str]:
     import onnx
     import onnxruntime
 
-    from edge import __version__
+    from digitspot.edge import __version__
 
     return {"torch": torch.__version__, "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__,
             "numpy": np.__version__, "digitspot": __version__}

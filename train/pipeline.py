@@ -1,4 +1,4 @@
-"""The stages of the recipe as plain functions; ``train.cli`` wraps each as a subcommand.
+"""The stages of the recipe as plain functions; ``digitspot.train.cli`` wraps each as a subcommand.
 
 Layout of one run (``--run-dir``, e.g. ``runs/official``): ``recipe.json``, ``data.json``, ``synth.json``,
 ``teacher.pt`` (+ ``.json``), ``student.pt``, ``pruned.pt``, ``student-fp32.onnx`` (the unpruned student,
@@ -22,14 +22,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from edge.card import Quantization, load_card, write_card, write_json_atomic
-from edge.errors import MissingInputError
-from train import data as fsdd
-from train import onnx_tools, synth
-from train.augment import AugmentConfig, augment_batch, clean_batch
-from train.data import ClipSet, Split
-from train.recipe import Recipe
-from train.training import (
+from digitspot.edge.card import Quantization, load_card, write_card, write_json_atomic
+from digitspot.edge.errors import MissingInputError
+from digitspot.train import data as fsdd
+from digitspot.train import onnx_tools, synth
+from digitspot.train.augment import AugmentConfig, augment_batch, clean_batch
+from digitspot.train.data import ClipSet, Split
+from digitspot.train.recipe import Recipe
+from digitspot.train.training import (
     ValidationSet,
     build_model,
     load_checkpoint,
@@ -322,8 +322,8 @@ def stage_evaluate(ws: Workspace, loso_results: Path | None = None, conditions: 
     """Accuracy of the unpruned FP32, pruned FP32 and INT8 ONNX files, run through the edge classifier."""
     from tqdm import tqdm
 
-    from edge.classifier import OnnxDigitClassifier
-    from train import evaluate as ev
+    from digitspot.edge.classifier import OnnxDigitClassifier
+    from digitspot.train import evaluate as ev
 
     split = stage_data(ws)
     test = fsdd.load_clips(split.test, ws.progress, "loading test audio")
@@ -386,7 +386,7 @@ def stage_evaluate(ws: Workspace, loso_results: Path | None = None, conditions: 
         write_card(path, card)
     int8_card = load_card(models["int8"])
     report = render_report(ws, metrics, conds, int8_card, models, png)
-    from edge.card import write_bytes_atomic
+    from digitspot.edge.card import write_bytes_atomic
 
     write_bytes_atomic(ws.artifact("report.md"), report.encode("utf-8"))
     ws.save_config(ws.path("evaluate.json"), "evaluate", {"metrics": metrics})
@@ -408,7 +408,7 @@ def make_readable(ws: Workspace) -> None:
 
 
 def append_timings(ws: Workspace, timings: dict) -> None:
-    from edge.card import write_bytes_atomic
+    from digitspot.edge.card import write_bytes_atomic
 
     report = ws.artifact("report.md")
     intro = f"`digitspot-train all` (preset `{ws.recipe.preset}`) on this machine, wall-clock seconds per stage:"
@@ -419,7 +419,7 @@ def append_timings(ws: Workspace, timings: dict) -> None:
 
 
 def render_report(ws: Workspace, m: dict, conds: list, card, models: dict, png: Path) -> str:
-    from train.evaluate import pct
+    from digitspot.train.evaluate import pct
 
     prefix = "official" if ws.recipe.split == "official" else "heldout"
     sizes = {k: p.stat().st_size for k, p in models.items()}

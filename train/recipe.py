@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, replace
 
-from train.augment import AugmentConfig
-from train.synth import SynthConfig
-from train.training import DistillConfig, LoopConfig, PruneConfig
+from digitspot.train.augment import AugmentConfig
+from digitspot.train.synth import SynthConfig
+from digitspot.train.training import DistillConfig, LoopConfig, PruneConfig
 
 
 @dataclass

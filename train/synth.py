@@ -22,10 +22,10 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from edge.audio_io import resample, to_mono_float32
-from edge.card import write_bytes_atomic
-from edge.errors import UnavailableError
-from train.data import SAMPLE_RATE, ClipSet
+from digitspot.edge.audio_io import resample, to_mono_float32
+from digitspot.edge.card import write_bytes_atomic
+from digitspot.edge.errors import UnavailableError
+from digitspot.train.data import SAMPLE_RATE, ClipSet
 
 DIGIT_WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
 ESPEAK_LANGUAGES = ["en-us", "en-gb", "en-gb-scotland", "en-gb-x-rp", "en-gb-x-gbclan", "en-gb-x-gbcwmd",

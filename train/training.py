@@ -17,9 +17,9 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import prune as torch_prune
 
-from train.augment import AugmentConfig, augment_batch, augment_batch_pair, clean_batch
-from train.data import ClipSet
-from train.model import DigitNet, build_student, build_teacher, count_nonzero_parameters, count_parameters
+from digitspot.train.augment import AugmentConfig, augment_batch, augment_batch_pair, clean_batch
+from digitspot.train.data import ClipSet
+from digitspot.train.model import DigitNet, build_student, build_teacher, count_nonzero_parameters, count_parameters
 
 WINDOW = 8000
 
@@ -96,7 +96,7 @@ def build_model(arch: dict) -> DigitNet:
 def save_checkpoint(path, model: nn.Module, arch: dict, extra: dict) -> None:
     import io
 
-    from edge.card import write_bytes_atomic
+    from digitspot.edge.card import write_bytes_atomic
 
     buf = io.BytesIO()
     torch.save({"arch": arch, "state_dict": model.state_dict(), **extra}, buf)
@@ -104,7 +104,7 @@ def save_checkpoint(path, model: nn.Module, arch: dict, extra: dict) -> None:
 
 
 def load_checkpoint(path) -> tuple[DigitNet, dict]:
-    from edge.errors import MissingInputError
+    from digitspot.edge.errors import MissingInputError
 
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=False)

@@ -18,7 +18,7 @@ SMALL = ["--short", "--runs", "60", "--warmup", "5", "--e2e-words", "10", "--hou
 
 def run_bench(args: list[str], out_dir: Path, fsdd_dir: Path, timeout: float = 600) -> subprocess.CompletedProcess:
     env = dict(os.environ, FSDD_DIR=str(fsdd_dir))
-    return subprocess.run([sys.executable, "-m", "benchmarks", *args, "--out-dir", str(out_dir), "--stem", "t"],
+    return subprocess.run([sys.executable, "-m", "digitspot.benchmarks", *args, "--out-dir", str(out_dir), "--stem", "t"],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout, check=False)
 
 
@@ -112,7 +112,7 @@ def test_targets_and_markdown(short_report):
 
 
 def test_own_broker_and_bad_model(tmp_path, bench_model, fsdd_dir):
-    from edge.local_broker import LocalBroker
+    from digitspot.edge.devtools.local_broker import LocalBroker
 
     with LocalBroker() as broker:
         proc = run_bench(["--short", "--only", "e2e", "--e2e-words", "4", "--model", str(bench_model),

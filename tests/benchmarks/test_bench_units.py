@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from benchmarks.audio import (
+from digitspot.benchmarks.audio import (
     build_stream,
     colored_noise,
     labelled_files,
@@ -14,9 +14,9 @@ from benchmarks.audio import (
     pitch_shift,
     trim,
 )
-from benchmarks.matching import Detection, WordTimes, match
-from benchmarks.onnx_graph import count_macs, parameter_counts, read_graph
-from benchmarks.stats import poisson_rate, summarize, wilson
+from digitspot.benchmarks.matching import Detection, WordTimes, match
+from digitspot.benchmarks.onnx_graph import count_macs, parameter_counts, read_graph
+from digitspot.benchmarks.stats import poisson_rate, summarize, wilson
 
 
 def test_summarize_has_percentiles_and_intervals():

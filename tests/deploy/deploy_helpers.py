@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from edge.processes import stop_process
+from digitspot.edge.devtools.processes import stop_process
 
 ROOT = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(os.environ.get("VIRTUAL_ENV", ROOT / ".venv")) / "bin"

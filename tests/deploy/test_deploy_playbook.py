@@ -118,7 +118,7 @@ def deployment(tmp_path_factory, sshd, built_wheel, ship_model):
     import paho.mqtt.client as mqtt
     from paho.mqtt.enums import CallbackAPIVersion
 
-    from edge.local_broker import LocalBroker
+    from digitspot.edge.devtools.local_broker import LocalBroker
 
     # The broker accepts only the vaulted credentials: the health check proves they arrive intact.
     with LocalBroker(users={MQTT_USER: MQTT_PASSWORD}) as broker:
@@ -224,7 +224,7 @@ def test_files_and_modes(deployment: Deployment) -> None:
     dry = subprocess.run(["make", "-n", "-C", str(prefix), "bench", "BENCH_SHORT=1"], capture_output=True,
                          text=True, check=False)
     assert dry.returncode == 0, dry.stderr
-    assert f"{prefix}/venv/bin/python -m benchmarks --model {prefix}/model/{deployment.model.name}" in dry.stdout
+    assert f"{prefix}/venv/bin/python -m digitspot.benchmarks --model {prefix}/model/{deployment.model.name}" in dry.stdout
 
 
 def test_installed_daemon_config_is_valid(deployment: Deployment) -> None:
@@ -254,7 +254,7 @@ def test_installed_venv_classifies_fsdd(deployment: Deployment, fsdd_test_files:
                                env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}, cwd=deployment.tmp,
                                capture_output=True, text=True, check=False)
     assert installed.returncode == 0, installed.stderr
-    source = subprocess.run([sys.executable, "-m", "edge.cli", "classify", "--model", str(deployment.model), *files],
+    source = subprocess.run([sys.executable, "-m", "digitspot.edge.cli", "classify", "--model", str(deployment.model), *files],
                             cwd=ROOT, capture_output=True, text=True, check=False)
     assert source.returncode == 0, source.stderr
     got = [json.loads(line)["digit"] for line in installed.stdout.splitlines()]

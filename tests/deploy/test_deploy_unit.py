@@ -163,7 +163,7 @@ def test_execstart_runs_as_written(unit, installed_layout, fsdd_test_files: list
     import paho.mqtt.client as mqtt
     from paho.mqtt.enums import CallbackAPIVersion
 
-    from edge.local_broker import LocalBroker
+    from digitspot.edge.devtools.local_broker import LocalBroker
 
     prefix, config = installed_layout
     service = {key: [rewrite(v, prefix, config) for v in values] for key, values in unit["Service"].items()}

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from helpers import FIXTURE_MODEL, Daemon, Subscriber
 
-from edge.local_broker import LocalBroker
+from digitspot.edge.devtools.local_broker import LocalBroker
 
 
 @pytest.fixture(scope="session")

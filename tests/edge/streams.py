@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from edge.audio_io import load_audio
+from digitspot.edge.audio_io import load_audio
 
 RATE = 8000
 FSDD = re.compile(r"^(\d)_([a-z]+)_(\d+)\.wav$")

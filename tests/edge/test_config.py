@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from helpers import run_cli
 
-from edge.config import KEYS, EdgeConfig, build_config
-from edge.errors import EXIT_CONFIG, ConfigError
+from digitspot.edge.config import KEYS, EdgeConfig, build_config
+from digitspot.edge.errors import EXIT_CONFIG, ConfigError
 
 
 def write(tmp_path: Path, text: str) -> Path:

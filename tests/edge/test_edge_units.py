@@ -7,13 +7,13 @@ import json
 import numpy as np
 import pytest
 
-from edge.audio_io import load_audio
-from edge.classifier import Prediction
-from edge.config import build_config
-from edge.events import DigitEvent, DiscoveryConfig, ScoredDigit
-from edge.local_broker import free_port
-from edge.resampler import StreamingResampler
-from edge.vad_segmenter import SegmenterSettings, VadSegmenter
+from digitspot.edge.audio_io import load_audio
+from digitspot.edge.classifier import Prediction
+from digitspot.edge.config import build_config
+from digitspot.edge.events import DigitEvent, DiscoveryConfig, ScoredDigit
+from digitspot.edge.devtools.local_broker import free_port
+from digitspot.edge.resampler import StreamingResampler
+from digitspot.edge.vad_segmenter import SegmenterSettings, VadSegmenter
 
 RATE = 8000
 
@@ -155,7 +155,7 @@ def test_discovery_config_is_a_home_assistant_event_entity():
 
 
 def test_publisher_queue_is_bounded_and_drops_the_oldest():
-    from edge.mqtt_publisher import MqttPublisher
+    from digitspot.edge.mqtt_publisher import MqttPublisher
 
     cfg = build_config({"mqtt_host": "127.0.0.1", "mqtt_port": free_port(), "queue_size": 10, "device_id": "q"},
                        None, environ={})

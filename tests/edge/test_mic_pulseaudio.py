@@ -20,7 +20,7 @@ import pytest
 import soundfile as sf
 from helpers import run_cli
 
-from edge.audio_io import load_audio
+from digitspot.edge.audio_io import load_audio
 
 pytestmark = [
     pytest.mark.slow,

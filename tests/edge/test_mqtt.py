@@ -14,7 +14,7 @@ import pytest
 from helpers import retained
 from streams import RATE, build_stream, pick_takes
 
-from edge.local_broker import LocalBroker
+from digitspot.edge.devtools.local_broker import LocalBroker
 
 BASE = ["--log-level", "info", "--min-confidence", "0.4"]
 
@@ -147,8 +147,8 @@ def test_print_works_without_any_broker(daemon_factory, fixture_model, tmp_path)
     wav = tmp_path / "one.wav"
     import soundfile as sf
 
-    from edge.audio_io import load_audio
-    from edge.local_broker import free_port
+    from digitspot.edge.audio_io import load_audio
+    from digitspot.edge.devtools.local_broker import free_port
 
     audio = load_audio(min(fsdd_files()), 8000)
     import numpy as np

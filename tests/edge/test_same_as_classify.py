@@ -9,7 +9,7 @@ import numpy as np
 import soundfile as sf
 from helpers import run_cli
 
-from edge.audio_io import load_audio
+from digitspot.edge.audio_io import load_audio
 
 
 def test_daemon_and_classify_agree(fsdd_test_files, fixture_model, tmp_path):

@@ -9,7 +9,7 @@ import time
 
 import numpy as np
 
-from edge.sd_notify import SystemdNotifier
+from digitspot.edge.sd_notify import SystemdNotifier
 
 
 def test_notifier_is_a_no_op_without_notify_socket():

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from edge.local_broker import LocalBroker, TlsFiles
+from digitspot.edge.devtools.local_broker import LocalBroker, TlsFiles
 
 PASSWORD = "s3cret-Tls-pw-42"
 

@@ -1,4 +1,4 @@
-"""The architecture rule that keeps the Pi install light: ``edge`` runs without torch.
+"""The architecture rule that keeps the Pi install light: ``digitspot.edge`` runs without torch.
 
 A fresh venv gets only the base (edge) dependencies, exactly as a Pi would, and must classify real
 FSDD recordings with the shipped model while ``import torch`` fails there.
@@ -70,7 +70,7 @@ def test_edge_only_install_classifies_fsdd(edge_only_venv: Path, fsdd_test_files
     # and nothing the edge CLI loaded pulled torch in behind our back
     check = subprocess.run(
         [str(edge_only_venv / "bin" / "python"), "-c",
-         ("import sys, edge.cli, edge.classifier, edge.audio_io, edge.card; "
+         ("import sys, digitspot.edge.cli, digitspot.edge.classifier, digitspot.edge.audio_io, digitspot.edge.card; "
           "assert 'torch' not in sys.modules; print('ok')")],
         check=False, capture_output=True, text=True, cwd=edge_only_venv.parent,
     )

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-TRAIN_CLI = [sys.executable, "-m", "train.cli"]
+TRAIN_CLI = [sys.executable, "-m", "digitspot.train.cli"]
 
 
 def run_train(args: list[str], fsdd_dir: Path | None, cwd: Path, timeout: int = 300) -> subprocess.CompletedProcess:

@@ -6,7 +6,7 @@ import shutil
 
 import pytest
 
-from edge.errors import EXIT_DATAERR, EXIT_NOINPUT, EXIT_USAGE
+from digitspot.edge.errors import EXIT_DATAERR, EXIT_NOINPUT, EXIT_USAGE
 
 
 def assert_one_line_error(result, code: int, needle: str):

@@ -11,13 +11,13 @@ import onnx
 import pytest
 import torch
 
-from edge.audio_io import load_audio
-from edge.card import SCHEMA_VERSION, load_card, sha256_of
-from edge.classifier import OnnxDigitClassifier, softmax
-from train import data as fsdd
-from train.augment import clean_batch
-from train.onnx_tools import ort_logits, torch_logits
-from train.training import load_checkpoint
+from digitspot.edge.audio_io import load_audio
+from digitspot.edge.card import SCHEMA_VERSION, load_card, sha256_of
+from digitspot.edge.classifier import OnnxDigitClassifier, softmax
+from digitspot.train import data as fsdd
+from digitspot.train.augment import clean_batch
+from digitspot.train.onnx_tools import ort_logits, torch_logits
+from digitspot.train.training import load_checkpoint
 
 STAGE_CONFIGS = ["recipe.json", "data.json", "synth.json", "teacher.pt.json", "student.pt.json", "pruned.pt.json",
                  "export.json", "quantize.json", "evaluate.json", "all.json"]
@@ -156,9 +156,9 @@ def test_quantize_refuses_an_int8_model_that_disagrees_with_fp32(quick_run, fsdd
     import shutil
     from dataclasses import replace
 
-    from train.onnx_tools import ExportError
-    from train.pipeline import Workspace, stage_quantize
-    from train.recipe import preset
+    from digitspot.train.onnx_tools import ExportError
+    from digitspot.train.pipeline import Workspace, stage_quantize
+    from digitspot.train.recipe import preset
 
     run, out = tmp_path / "run", tmp_path / "out"
     shutil.copytree(quick_run["run"], run)
@@ -255,7 +255,7 @@ def test_sigterm_to_loso_stops_its_fold_workers(quick_run, fsdd_dir):
     args = ["loso", "--quick", "--speakers", "theo,george", "--jobs", "2", "--threads", "1", "--no-progress",
             "--run-dir", str(base / "loso-killed"), "--cache-dir", str(quick_run["cache"]), "--data-dir", str(fsdd_dir)]
     log = (base / "loso-killed.log").open("w")
-    proc = subprocess.Popen([sys.executable, "-m", "train.cli", *args], cwd=base, env=env, stdout=log, stderr=log)
+    proc = subprocess.Popen([sys.executable, "-m", "digitspot.train.cli", *args], cwd=base, env=env, stdout=log, stderr=log)
     workers: set[int] = set()
     try:
         deadline = time.monotonic() + 120
@@ -286,7 +286,7 @@ def test_edge_cli_classifies_with_the_quick_model(quick_run, fsdd_test_files):
     import subprocess
     import sys
 
-    result = subprocess.run([sys.executable, "-m", "edge.cli", "classify", str(fsdd_test_files[0]),
+    result = subprocess.run([sys.executable, "-m", "digitspot.edge.cli", "classify", str(fsdd_test_files[0]),
                              "--model", str(quick_run["out"] / "digitspot.onnx")], capture_output=True, text=True, check=False)
     if result.returncode != 0 and "No module named edge.cli.__main__" in result.stderr:
         pytest.skip("edge.cli has no __main__ guard")

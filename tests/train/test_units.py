@@ -9,10 +9,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from train import data as fsdd
-from train.augment import AugmentConfig, augment_clip, change_speed, colored_noise
-from train.synth import trim_silence
-from train.training import kd_loss
+from digitspot.train import data as fsdd
+from digitspot.train.augment import AugmentConfig, augment_clip, change_speed, colored_noise
+from digitspot.train.synth import trim_silence
+from digitspot.train.training import kd_loss
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +76,7 @@ def test_trim_silence():
 def test_weight_average_follows_the_ema_formula():
     from torch import nn
 
-    from train.training import WeightAverage
+    from digitspot.train.training import WeightAverage
 
     model = nn.Sequential(nn.Linear(3, 2), nn.BatchNorm1d(2))
     avg = WeightAverage(model, decay=0.9)
@@ -96,7 +96,7 @@ def test_weight_average_follows_the_ema_formula():
 
 def test_noise_free_twin_is_the_same_window_without_the_noise():
     """The teacher's input: same speed, reverberation, gain and placement as the student's, no noise."""
-    from train.augment import augment_clip_pair
+    from digitspot.train.augment import augment_clip_pair
 
     clip = (0.3 * np.sin(np.arange(4000) * 0.05)).astype(np.float32)
     noisy_cfg = AugmentConfig(p_noise=1.0, p_speed=1.0, p_reverb=1.0, snr_db_min=0.0, snr_db_max=0.0)
@@ -113,7 +113,7 @@ def test_noise_free_twin_is_the_same_window_without_the_noise():
 
 def _noise_clips():
     """Eight 3000-sample noise clips labelled 0..7: enough for a one-batch training loop."""
-    from train.data import ClipSet
+    from digitspot.train.data import ClipSet
 
     rng = np.random.default_rng(0)
     return ClipSet([(0.3 * rng.standard_normal(3000)).astype(np.float32) for _ in range(8)], list(range(8)),
@@ -122,8 +122,8 @@ def _noise_clips():
 
 @pytest.mark.parametrize("noise_free", [True, False])
 def test_distillation_shows_the_teacher_the_noise_free_window(noise_free):
-    from train.model import build_student
-    from train.training import DistillConfig, ValidationSet, train_loop
+    from digitspot.train.model import build_student
+    from digitspot.train.training import DistillConfig, ValidationSet, train_loop
 
     seen: dict[str, list[torch.Tensor]] = {"student": [], "teacher": []}
     student, teacher = build_student(channels=8, blocks=1), build_student(channels=8, blocks=1)
@@ -141,8 +141,8 @@ def test_distillation_shows_the_teacher_the_noise_free_window(noise_free):
 def test_training_hands_back_weights_in_the_default_layout():
     """Training runs channels-last for speed; checkpoints and the exporter must get ordinary tensors back,
     the teacher too, and a pruned model keeps its zeros."""
-    from train.model import build_student, build_teacher
-    from train.training import (
+    from digitspot.train.model import build_student, build_teacher
+    from digitspot.train.training import (
         DistillConfig,
         PruneConfig,
         ValidationSet,
@@ -182,8 +182,8 @@ class _WorseningValidation:
 def test_patience_counts_only_after_the_early_part_of_the_schedule(early_stop_from, epochs_run):
     """Patience 2 over 8 epochs of a falling score: stops after epoch 3 when every bad epoch counts, after
     epoch 5 when only those from half-way (epoch 4) on count, and never when none do."""
-    from train.model import build_student
-    from train.training import LoopConfig, train_loop
+    from digitspot.train.model import build_student
+    from digitspot.train.training import LoopConfig, train_loop
 
     cfg = LoopConfig(epochs=8, batch_size=8, max_batches_per_epoch=1, patience=2, early_stop_from=early_stop_from)
     hist = train_loop(build_student(channels=8, blocks=1), _noise_clips(), _WorseningValidation(), cfg,

@@ -2,7 +2,7 @@
 """Health check for a deployed digitspot daemon: wait until its retained status topic says ``online``.
 
 Reads the daemon's own configuration (``--config``, plus ``DIGITSPOT_MQTT_PASSWORD``) through
-``edge.config``, so it talks to the same broker, with the same TLS settings and credentials, on the
+``digitspot.edge.config``, so it talks to the same broker, with the same TLS settings and credentials, on the
 same topic prefix as the daemon. Run with the daemon's venv:
 
     /opt/digitspot/venv/bin/python /opt/digitspot/bin/digitspot-check-status --config /etc/digitspot/edge.toml
@@ -45,8 +45,8 @@ def main() -> int:
         del os.environ["DIGITSPOT_MQTT_PASSWORD"]  # an empty password means: none
     import paho.mqtt.client as mqtt
 
-    from edge.config import build_config
-    from edge.errors import DigitspotError
+    from digitspot.edge.config import build_config
+    from digitspot.edge.errors import DigitspotError
 
     try:
         cfg = build_config(config_file=args.config)

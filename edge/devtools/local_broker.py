@@ -25,7 +25,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from edge.processes import stop_process
+from digitspot.edge.devtools.processes import stop_process
 
 
 def free_port(host: str = "127.0.0.1") -> int:

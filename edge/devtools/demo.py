@@ -5,7 +5,7 @@ bundled recording in real time, and an independent MQTT subscriber that prints e
 arrives with its confidence and the time from the end of the spoken word to arrival. At the end of
 the recording the daemon shuts down cleanly (status ``offline``) and the broker is stopped.
 
-    python -m edge.demo [--input WAV] [--model ONNX]
+    python -m digitspot.edge.devtools.demo [--input WAV] [--model ONNX]
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from edge.classifier import default_model_path
-from edge.local_broker import LocalBroker
+from digitspot.edge.classifier import default_model_path
+from digitspot.edge.devtools.local_broker import LocalBroker
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_INPUT = ROOT / "artifacts" / "samples" / "demo_digits.wav"
@@ -35,7 +35,7 @@ def daemon_command() -> list[str]:
     if exe.exists():
         return [str(exe)]
     found = shutil.which("digitspot-edge")
-    return [found] if found else [sys.executable, "-m", "edge"]
+    return [found] if found else [sys.executable, "-m", "digitspot.edge"]
 
 
 def labels_of(wav: Path) -> list[tuple[str, float]]:
