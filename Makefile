@@ -6,26 +6,34 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
+# The edge-only venv: the base install (the Pi's) and nothing else, for `make demo`; no torch in it.
+EDGE_VENV ?= .venv-edge
+EDGE_PY := $(EDGE_VENV)/bin/python
 FSDD_DIR ?= $(abspath ../shared/data/fsdd/recordings)
 export FSDD_DIR
 
-# Debian packages the project needs; fragments in mk/ add theirs.
+# Debian packages the whole project needs (tests, training, deployment); fragments in mk/ add theirs.
+# `make demo` installs only its own short list (DEMO_APT_PACKAGES in mk/demo.mk).
 APT_PACKAGES := python3-venv libsndfile1 portaudio19-dev mosquitto mosquitto-clients espeak-ng flite sox
+
+# $(call apt_install,PACKAGES): apt-get only what is missing, so a re-run is quick and needs no network.
+define apt_install
+@missing=$$(for p in $(1); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+if [ -n "$$missing" ]; then \
+  echo "installing Debian packages: $$missing"; \
+  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing; \
+fi
+endef
 
 -include mk/*.mk
 
-.PHONY: help sysdeps venv test lint data train clean
+.PHONY: help sysdeps venv venv-edge test lint data train clean
 help:  ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | sort
 
-# apt-get only when something is missing, so a re-run is quick and needs no network.
 sysdeps:  ## install the Debian packages (as root, or with sudo)
-	@missing=$$(for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
-	if [ -n "$$missing" ]; then \
-	  echo "installing Debian packages: $$missing"; \
-	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing; \
-	fi
+	$(call apt_install,$(APT_PACKAGES))
 
 $(VENV)/.installed: pyproject.toml | sysdeps
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -36,6 +44,14 @@ $(VENV)/.installed: pyproject.toml | sysdeps
 	@touch $@
 
 venv: sysdeps $(VENV)/.installed  ## create the venv with every extra (edge, train, dev, mic)
+
+# The base dependencies only (onnxruntime, numpy, webrtcvad, paho-mqtt, click, soundfile, soxr), editable.
+$(EDGE_VENV)/.installed: pyproject.toml | sysdeps-demo
+	@test -x $(EDGE_PY) || $(PYTHON) -m venv $(EDGE_VENV)
+	$(EDGE_PY) -m pip install -q -e .
+	@touch $@
+
+venv-edge: sysdeps-demo $(EDGE_VENV)/.installed  ## create the edge-only venv (the Pi's install: no torch)
 
 test: venv  ## the whole test suite, as CI runs it
 	$(PY) -m pytest -q tests
@@ -49,5 +65,5 @@ data:  ## fetch FSDD v1.0.10 into data/fsdd (for users without a copy)
 	fi
 	@echo "use FSDD_DIR=$(abspath data/fsdd/recordings)"
 
-clean:  ## remove the venv and caches (not the shipped artifact)
-	rm -rf $(VENV) .pytest_cache build *.egg-info
+clean:  ## remove the venvs and caches (not the shipped artifact)
+	rm -rf $(VENV) $(EDGE_VENV) .pytest_cache build *.egg-info

@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# Build the digitspot wheel (pure Python: edge, train, benchmarks) from the working tree into OUTDIR.
+# Build the digitspot wheel from the working tree into OUTDIR: every module under the `digitspot`
+# namespace (edge, train, benchmarks) and the shipped INT8 model and card (digitspot.artifacts), so a
+# device runs `digitspot-edge` and `python -m digitspot.benchmarks` from its venv alone.
 #
 # Builds from a clean copy of the sources so a stale setuptools build/ directory can never leak
 # deleted modules into the wheel, and so it never writes into the tree other people are editing.
-# Also writes OUTDIR/constraints.txt (dependency pins) and OUTDIR/benchmarks.tar.gz (benchmarks/ for the
-# device, reproducible: same files -> same bytes, so re-deploying an unchanged tree changes nothing).
+# Also writes OUTDIR/constraints.txt (dependency pins). The same sources give the same bytes, so
+# re-deploying an unchanged tree changes nothing.
 # Usage: deploy/build_wheel.sh OUTDIR [PYTHON]   -> prints the wheel's path
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
@@ -15,11 +17,12 @@ trap 'rm -rf "$work"' EXIT
 for f in pyproject.toml README.md LICENSE; do
   [ -e "$root/$f" ] && cp "$root/$f" "$work/"
 done
-for pkg in edge train benchmarks; do
+# pyproject.toml's package-data decides what of artifacts/ goes in (the INT8 model and its card).
+for pkg in edge train benchmarks artifacts; do
   [ -d "$root/$pkg" ] && cp -r "$root/$pkg" "$work/"
 done
 find "$work" -name __pycache__ -prune -exec rm -rf {} +
-rm -f "$out"/digitspot-*.whl
+rm -f "$out"/digitspot-*.whl "$out"/benchmarks.tar.gz
 # SOURCE_DATE_EPOCH: fixed zip timestamps, so the same sources give the same wheel (and re-deploys change nothing).
 SOURCE_DATE_EPOCH=315532800 "$python" -m pip wheel --quiet --no-deps --no-build-isolation --wheel-dir "$out" "$work" \
   > "$work/build.log" 2>&1 || { cat "$work/build.log" >&2; exit 1; }
@@ -45,10 +48,4 @@ for line in lines:
     except metadata.PackageNotFoundError:
         pass
 PY
-tar --create --gzip --no-xattrs --file "$out/benchmarks.tar.gz" --directory "$work" \
-  --sort=name --mtime=@0 --owner=0 --group=0 --numeric-owner --mode=u+rw,go+r,go-w \
-  --exclude=__pycache__ --exclude='*.pyc' --exclude='*.tmp' benchmarks
-# gzip stores no name or time with --no-name, so the archive's bytes depend on the files only.
-gzip --decompress --stdout "$out/benchmarks.tar.gz" | gzip --no-name -9 > "$out/benchmarks.tar.gz.tmp"
-mv "$out/benchmarks.tar.gz.tmp" "$out/benchmarks.tar.gz"
 echo "$wheel"

@@ -1,4 +1,4 @@
-# Owned by the benchmarks work (issue 4): `make bench`.
+# `make bench`: every benchmark section, a report in BENCH_OUT (Markdown, JSON, figures) and docs/bench.md.
 # Full size by default (~12 min on the 2-core x86 dev machine: 300 words in real time, an hour of audio through the
 # daemon twice, 2 min of real-time listening); exits non-zero when a gated target is missed.
 # `make bench BENCH_SHORT=1` runs small counts in a couple of minutes (figures indicative only; report in
@@ -10,7 +10,7 @@ BENCH_OUT ?= benchmarks/results
 
 .PHONY: bench bench-short
 bench: venv  ## run every benchmark (full size; BENCH_SHORT=1 for a quick pass); fails when a target is missed
-	$(PY) -m digitspot.benchmarks $(if $(BENCH_SHORT),--short --out-dir runs/bench-short,--docs docs/bench.md --readme README.md --out-dir $(BENCH_OUT)) $(BENCH_ARGS)
+	$(PY) -m digitspot.benchmarks $(if $(BENCH_SHORT),--short --out-dir runs/bench-short,--docs docs/bench.md --out-dir $(BENCH_OUT)) $(BENCH_ARGS)
 
 bench-short: venv  ## the benchmarks in short mode (small counts, a couple of minutes)
 	$(MAKE) bench BENCH_SHORT=1

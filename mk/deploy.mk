@@ -1,4 +1,4 @@
-# Owned by the deploy work (issue 5): `make wheel`, `make deploy`, `make arm-check`. See the README, "Deploy to a Raspberry Pi".
+# `make wheel`, `make deploy`, `make arm-check`. See the README, "Deploy to a Raspberry Pi".
 #   make deploy HOST=pi@raspberrypi.local [ANSIBLE_ARGS="-e digitspot_mqtt_host=192.168.1.5"]
 #   make deploy INVENTORY=deploy/inventory.yml [VAULT_PASSWORD_FILE=~/.digitspot-vault]
 #   make arm-check       the edge package on aarch64 under qemu-user; digits must equal the x86 ones
@@ -23,7 +23,7 @@ HOST_USER := $(if $(findstring @,$(HOST)),$(firstword $(subst @, ,$(HOST))))
 HOST_NAME := $(lastword $(subst @, ,$(HOST)))
 
 .PHONY: wheel deploy deploy-target arm-check
-wheel: venv  ## build dist/digitspot-*.whl (+ constraints.txt, benchmarks.tar.gz) for make deploy
+wheel: venv  ## build dist/digitspot-*.whl (+ constraints.txt) for make deploy
 	@deploy/build_wheel.sh $(DIST) $(abspath $(PY))
 
 deploy-target:

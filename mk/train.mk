@@ -1,4 +1,4 @@
-# Owned by the training pipeline (issue 2): `make train` produces the shipped artifacts/digitspot.onnx.
+# `make train` produces the shipped artifacts/digitspot.onnx, its card and report.
 # The synthetic voices need espeak-ng and flite (already in APT_PACKAGES; listed here as this fragment's own).
 APT_PACKAGES += espeak-ng flite
 
@@ -7,10 +7,10 @@ TRAIN_CLI := $(VENV)/bin/digitspot-train
 TRAIN_DEPS ?= venv
 TRAIN_RUN ?= runs/official
 LOSO_RUN ?= runs/loso
-# torch CPU threads for `make train`. Two on this idle 2-core box: a student step (batch 64) took 86 ms on two
-# threads vs 133 ms on one, the teacher's 63 vs 100 ms (channels-last, measured here), so the recipe's time
-# budgets buy ~1.6x the epochs. On a machine shared with other jobs two OpenMP threads waiting on each other
-# once ran a step ~4x slower than one thread: use TRAIN_THREADS=1 there (the time budgets still hold).
+# torch CPU threads for `make train`. Two on an idle 2-core machine: a student step (batch 64) takes 86 ms on
+# two threads vs 133 ms on one, the teacher's 63 vs 100 ms (channels-last), so the recipe's time budgets buy
+# ~1.6x the epochs. On a machine shared with other jobs two OpenMP threads waiting on each other can run a
+# step ~4x slower than one thread: use TRAIN_THREADS=1 there (the time budgets still hold).
 TRAIN_THREADS ?= 2
 # LOSO folds run at once, each its own process with LOSO_THREADS threads; the loso preset's time budget
 # per fold assumes 2 single-threaded folds (six folds in three rounds within the hour on a 2-core machine).

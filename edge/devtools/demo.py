@@ -5,12 +5,18 @@ bundled recording in real time, and an independent MQTT subscriber that prints e
 arrives with its confidence and the time from the end of the spoken word to arrival. At the end of
 the recording the daemon shuts down cleanly (status ``offline``) and the broker is stopped.
 
-    python -m digitspot.edge.devtools.demo [--input WAV] [--model ONNX]
+The demo then compares the digits heard with the digits spoken (``--expect FILE``; by default the
+recording's ``.txt`` label file, when there is one) and fails when they differ, with one line naming
+the digits that differ. Exit codes: 0 all digits right; 1 the digits differ; the daemon's own code when
+the daemon fails; 66 a missing model, recording or expect file; 69 the subscriber cannot reach the broker.
+
+    python -m digitspot.edge.devtools.demo [--input WAV] [--model ONNX] [--expect FILE]
 """
 
 from __future__ import annotations
 
 import argparse
+import difflib
 import json
 import os
 import shutil
@@ -26,8 +32,13 @@ from paho.mqtt.enums import CallbackAPIVersion
 from digitspot.edge.classifier import default_model_path
 from digitspot.edge.devtools.local_broker import LocalBroker
 
-ROOT = Path(__file__).resolve().parent.parent
+# The bundled recording lives in the repository (artifacts/samples/), not in the wheel.
+ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_INPUT = ROOT / "artifacts" / "samples" / "demo_digits.wav"
+
+EXIT_MISMATCH = 1  # the digits heard differ from the digits spoken
+EXIT_NOINPUT = 66
+EXIT_UNAVAILABLE = 69
 
 
 def daemon_command() -> list[str]:
@@ -38,35 +49,72 @@ def daemon_command() -> list[str]:
     return [found] if found else [sys.executable, "-m", "digitspot.edge"]
 
 
-def labels_of(wav: Path) -> list[tuple[str, float]]:
-    """(digit, end in seconds) from the recording's ``.txt`` label file (``7  ends  12.34 s ...``), if any."""
-    labels = wav.with_suffix(".txt")
-    if not labels.is_file():
-        return []
-    out = []
-    for line in labels.read_text().splitlines():
-        parts = line.split()
-        if len(parts) >= 3 and parts[0].isdigit() and parts[1] == "ends":
-            out.append((parts[0], float(parts[2])))
-    return out
+def spoken_digits(path: Path) -> str:
+    """The digits spoken, in order, from a label file.
+
+    Either the bundled recordings' format, one line per word (``7  ends  12.34 s  (7_lucas_0.wav)``,
+    other lines ignored), or a file holding only the digits (``427190583671``; whitespace ignored).
+    """
+    text = path.read_text(encoding="utf-8")
+    labelled = [parts[0] for parts in map(str.split, text.splitlines())
+                if len(parts) >= 3 and len(parts[0]) == 1 and parts[0].isdigit() and parts[1] == "ends"]
+    if labelled:
+        return "".join(labelled)
+    bare = "".join(text.split())
+    if bare.isdigit():
+        return bare
+    raise ValueError(f"{path} names no digits: write lines like `7  ends  12.34 s` or only the digits, e.g. 4271")
 
 
-def main() -> int:
+def describe_mismatch(spoken: str, heard: str) -> str:
+    """One line naming the digits that differ.
+
+    The two sequences are aligned first, so one missed or extra word is reported as that, not as every
+    later digit being wrong. Positions count the spoken digits from 1.
+    """
+    differences = []
+    matcher = difflib.SequenceMatcher(a=spoken, b=heard, autojunk=False)
+    for tag, i1, i2, j1, j2 in matcher.get_opcodes():
+        where = f"spoken #{i1 + 1}" if i2 - i1 == 1 else f"spoken #{i1 + 1}-{i2}"
+        if tag == "replace":
+            differences.append(f"heard {heard[j1:j2]} for {spoken[i1:i2]} ({where})")
+        elif tag == "delete":
+            differences.append(f"missed {spoken[i1:i2]} ({where})")
+        elif tag == "insert":
+            differences.append(f"extra {heard[j1:j2]} (after spoken #{i1})" if i1 else
+                               f"extra {heard[j1:j2]} (before the first spoken)")
+    return (f"demo: FAILED: heard {heard or 'nothing'} but spoken {spoken}: "
+            + "; ".join(differences))
+
+
+def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--input", type=Path, default=DEFAULT_INPUT, help="recording to play (WAV/FLAC/OGG)")
     ap.add_argument("--model", type=Path, default=None, help="model (default: the shipped artifact)")
+    ap.add_argument("--expect", type=Path, default=None,
+                    help="the digits spoken: a label file (`7  ends  12.34 s` lines) or only the digits "
+                         "(default: the recording's .txt file, when there is one)")
     ap.add_argument("--device-id", default="demo")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     model = args.model or default_model_path()
     if not model.is_file():
-        print(f"demo: no model at {model}: run `make train` (or pass --model)", file=sys.stderr)
-        return 66
+        print(f"demo: no model at {model}: pass --model, or reinstall digitspot (the package carries it)",
+              file=sys.stderr)
+        return EXIT_NOINPUT
     if not args.input.is_file():
-        print(f"demo: no recording at {args.input}", file=sys.stderr)
-        return 66
+        print(f"demo: no recording at {args.input}: pass --input WAV", file=sys.stderr)
+        return EXIT_NOINPUT
+    expect = args.expect or args.input.with_suffix(".txt")
+    if args.expect is not None and not expect.is_file():
+        print(f"demo: no expect file at {expect}: pass the file that lists the digits spoken", file=sys.stderr)
+        return EXIT_NOINPUT
+    try:
+        spoken = spoken_digits(expect) if expect.is_file() else None
+    except ValueError as exc:
+        print(f"demo: {exc}", file=sys.stderr)
+        return EXIT_NOINPUT
 
     prefix = f"digitspot/{args.device_id}"
-    labels = labels_of(args.input)
     heard: list[str] = []
     offline = threading.Event()
     subscribed = threading.Event()
@@ -100,7 +148,11 @@ def main() -> int:
         sub.on_connect, sub.on_subscribe, sub.on_message = on_connect, on_subscribe, on_message
         sub.connect(broker.host, broker.port)
         sub.loop_start()
-        subscribed.wait(5)
+        if not subscribed.wait(10):
+            sub.loop_stop()
+            print(f"demo: the subscriber could not subscribe on {broker.host}:{broker.port}: "
+                  "is mosquitto working? (`mosquitto -h`)", file=sys.stderr)
+            return EXIT_UNAVAILABLE
         cmd = daemon_command() + [
             "run", "--model", str(model), "--source", "file", "--input", str(args.input), "--realtime",
             "--mqtt-host", broker.host, "--mqtt-port", str(broker.port), "--device-id", args.device_id,
@@ -118,11 +170,19 @@ def main() -> int:
         offline.wait(3)
         sub.disconnect()
         sub.loop_stop()
-    expected = "".join(d for d, _ in labels)
-    print(f"demo: daemon exited with {code}; heard {''.join(heard) or 'nothing'}"
-          + (f" (spoken: {expected})" if expected else ""))
-    return code
-
+    heard_digits = "".join(heard)
+    if code != 0:
+        print(f"demo: FAILED: the daemon exited with {code}; heard {heard_digits or 'nothing'}")
+        return code if code > 0 else 128 - code  # killed by signal N: 128 + N, as a shell reports it
+    if spoken is None:
+        print(f"demo: heard {heard_digits or 'nothing'} (no {expect.name} beside the recording and no --expect: "
+              "not checked)")
+        return 0
+    if heard_digits != spoken:
+        print(describe_mismatch(spoken, heard_digits))
+        return EXIT_MISMATCH
+    print(f"demo: OK: every digit heard as spoken: {heard_digits} ({len(spoken)} of {len(spoken)})")
+    return 0
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -20,7 +20,6 @@ import shutil
 import stat
 import subprocess
 import sys
-import tarfile
 import tempfile
 import time
 from pathlib import Path
@@ -58,7 +57,6 @@ class Deployment:
         self.config_dir = root / "etc" / "digitspot"
         self.unit_dir = root / "etc" / "systemd" / "system"
         self.unit_dir.mkdir(parents=True)
-        self.benchmarks_archive = wheel.parent / "benchmarks.tar.gz"
         self.model = model
         self.inventory = tmp / "inventory.yml"
         host = {
@@ -80,7 +78,7 @@ class Deployment:
             "digitspot_mqtt_host": "127.0.0.1",
             "digitspot_mqtt_port": broker_port,
             "digitspot_mqtt_username": MQTT_USER,
-            "digitspot_source": "mic",
+            "digitspot_config": {"source": "mic"},
             "digitspot_audio_device": "USB",
         }
         self.inventory.write_text(json.dumps({"digitspot": {"hosts": {"loopback": host}}}, indent=2))
@@ -215,11 +213,14 @@ def test_files_and_modes(deployment: Deployment) -> None:
     assert body.rstrip("\n") == repo_unit.replace("/opt/digitspot", str(prefix)).replace(
         "/etc/digitspot", str(cfg)).rstrip("\n")
 
-    with tarfile.open(deployment.benchmarks_archive) as tar:
-        shipped = sorted(m.name for m in tar.getmembers() if m.isfile())
-    installed_bench = sorted(str(p.relative_to(prefix)) for p in (prefix / "benchmarks").rglob("*")
-                             if p.is_file() and "__pycache__" not in p.parts)
-    assert shipped and "benchmarks/__init__.py" in shipped and installed_bench == shipped
+    # The benchmarks come with the wheel: the venv runs them, and no copy of them lies beside it.
+    venv_python = str(prefix / "venv" / "bin" / "python")
+    bench_help = subprocess.run([venv_python, "-m", "digitspot.benchmarks", "--help"], capture_output=True,
+                                text=True, cwd=deployment.tmp, check=False)
+    assert bench_help.returncode == 0 and "--only" in bench_help.stdout, bench_help.stderr
+    where = subprocess.run([venv_python, "-c", "import digitspot.benchmarks as b; print(b.__file__)"],
+                           capture_output=True, text=True, cwd=deployment.tmp, check=True).stdout.strip()
+    assert Path(where).is_relative_to(prefix / "venv") and not (prefix / "benchmarks").exists(), where
     # `make -C <prefix> bench` on the device: the Makefile parses and points at the installed venv and model.
     dry = subprocess.run(["make", "-n", "-C", str(prefix), "bench", "BENCH_SHORT=1"], capture_output=True,
                          text=True, check=False)
@@ -230,7 +231,7 @@ def test_files_and_modes(deployment: Deployment) -> None:
 def test_installed_daemon_config_is_valid(deployment: Deployment) -> None:
     """The generated edge.toml + secrets.env load with the installed package's own config code."""
     env = {"PATH": "/usr/bin:/bin", "DIGITSPOT_MQTT_PASSWORD": MQTT_PASSWORD}
-    code = ("import sys; from edge.config import build_config; "
+    code = ("import sys; from digitspot.edge.config import build_config; "
             "c = build_config(config_file=sys.argv[1]); "
             "print(c.device_id, c.mqtt_host, c.mqtt_port, c.mqtt_username, c.mqtt_password == sys.argv[2], c.prefix)")
     proc = subprocess.run([str(deployment.prefix / "venv" / "bin" / "python"), "-c", code,
