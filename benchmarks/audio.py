@@ -13,8 +13,8 @@ import numpy as np
 import soxr
 
 from digitspot.edge.audio_io import load_audio
+from digitspot.edge.devtools.fsdd import FsddTake
 
-FSDD_PATTERN = re.compile(r"^(\d)_([A-Za-z]+)_(\d+)\.wav$")
 LABEL_PREFIX = re.compile(r"^(\d)[_\-.]")
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg")
 
@@ -37,13 +37,10 @@ def labelled_files(folder: str | Path, limit_per_digit: int | None = None) -> li
     if not folder.is_dir():
         raise FileNotFoundError(f"{folder}: no such folder; set FSDD_DIR or pass --data-dir")
     paths = sorted(p for p in folder.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES and p.is_file())
-    fsdd = [p for p in paths if FSDD_PATTERN.match(p.name)]
+    fsdd = [t for t in map(FsddTake.parse, paths) if t is not None]
     out: list[LabelledFile] = []
     if fsdd:
-        for p in fsdd:
-            m = FSDD_PATTERN.match(p.name)
-            if int(m.group(3)) <= 4:
-                out.append(LabelledFile(p, int(m.group(1))))
+        out = [LabelledFile(t.path, t.digit) for t in fsdd if t.is_official_test]
     else:
         for p in paths:
             m = LABEL_PREFIX.match(p.name)
@@ -56,8 +53,8 @@ def labelled_files(folder: str | Path, limit_per_digit: int | None = None) -> li
     if limit_per_digit:
         # round-robin over speakers/takes: sort by take then speaker so a few files still mix voices
         def key(f: LabelledFile):
-            m = FSDD_PATTERN.match(f.path.name)
-            return (int(m.group(3)), m.group(2)) if m else (0, f.path.name)
+            take = FsddTake.parse(f.path)
+            return (take.take, take.speaker) if take else (0, f.path.name)
         chosen = []
         for digit in range(10):
             chosen += sorted((f for f in out if f.digit == digit), key=key)[:limit_per_digit]

@@ -1,35 +1,22 @@
 """PNG figures for the report. matplotlib is optional (not an edge dependency): without it the report
-says the figures were skipped and everything else is still written."""
+says the figures were skipped and everything else is still written.
+
+The confusion matrix is the training report's figure too, so it lives in ``digitspot.edge.devtools.plots``.
+"""
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from digitspot.edge.card import write_bytes_atomic
-
-
-def _pyplot():
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-        return plt
-    except ImportError:
-        return None
-
-
-def available() -> bool:
-    return _pyplot() is not None
+from digitspot.edge.devtools.plots import pyplot
 
 
 def latency_figure(path: Path, series: dict[str, list[float]], title: str, target_ms: float | None = None) -> bool:
     """Histogram (left) and empirical CDF (right) of one or more latency series, in ms."""
-    plt = _pyplot()
+    plt = pyplot()
     series = {k: v for k, v in series.items() if v}
     if plt is None or not series:
         return False
@@ -58,34 +45,9 @@ def latency_figure(path: Path, series: dict[str, list[float]], title: str, targe
     return True
 
 
-def confusion_figure(path: Path, matrix: list[list[int]], title: str) -> bool:
-    plt = _pyplot()
-    if plt is None:
-        return False
-    m = np.asarray(matrix)
-    fig, ax = plt.subplots(figsize=(5.5, 5))
-    ax.imshow(m, cmap="Blues")
-    for i in range(m.shape[0]):
-        for j in range(m.shape[1]):
-            if m[i, j]:
-                ax.text(j, i, str(m[i, j]), ha="center", va="center", fontsize=8,
-                        color="white" if m[i, j] > m.max() / 2 else "black")
-    ax.set_xticks(range(10))
-    ax.set_yticks(range(10))
-    ax.set_xlabel("predicted digit")
-    ax.set_ylabel("spoken digit")
-    ax.set_title(title, fontsize=10)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
-    write_bytes_atomic(path, buf.getvalue())  # a report never links half a PNG
-    return True
-
-
 def accuracy_figure(path: Path, conditions: dict[str, Any]) -> bool:
     """Accuracy with 95% intervals per condition (clean, pitch, noise)."""
-    plt = _pyplot()
+    plt = pyplot()
     if plt is None or not conditions:
         return False
     names = list(conditions)

@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+import os
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from digitspot.edge.card import write_bytes_atomic, write_json_atomic
+from digitspot.edge.atomic_write import write_bytes_atomic, write_json_atomic
 
 
 @dataclass(frozen=True)
 class Thresholds:
-    """Issue 4's targets. ``x86_*`` ones are stated for the 2-core x86 dev machine and gate only there."""
+    """The targets. ``x86_*`` ones are stated for the 2-core x86 dev machine and gate only there."""
 
     inference_p99_ms: float = 15.0  # the general gate (a Pi)
     x86_inference_p99_ms: float = 1.0
@@ -178,8 +179,8 @@ def render_markdown(report: dict[str, Any]) -> str:
                f"machine {dig(report, 'machine_busy', 'busy_percent', default='?')}% busy during the run "
                f"(steal {dig(report, 'machine_busy', 'steal_percent', default='?')}%)"),
               f"- Command: `{report['command']}`; total benchmark wall time {report['wall_s']:.0f} s", ""]
-    lines += ["## Targets (issue 4) beside the measurements", ""] + targets_table(report["targets"])
-    lines += ["", ("Targets marked \"x86 dev machine\" are issue 4's figures for the 2-core x86 machine; they gate "
+    lines += ["## Targets beside the measurements", ""] + targets_table(report["targets"])
+    lines += ["", ("Targets marked \"x86 dev machine\" are stated for the 2-core x86 machine; they gate "
               "`make bench` only on x86_64. Exit code: 0 when every gated target passes, 1 otherwise."), ""]
     if report["errors"]:
         lines += ["## Errors", ""] + [f"- **{k}**: {v}" for k, v in report["errors"].items()] + [""]
@@ -414,27 +415,70 @@ def write_report(report: dict[str, Any], out_dir: Path, stem: str) -> tuple[Path
     write_json_atomic(json_path, report)
     write_bytes_atomic(md_path, render_markdown(report).encode("utf-8"))
     for path in (json_path, md_path):
-        path.chmod(0o644)  # a report is for everyone to read (the atomic writer creates 0600)
+        path.chmod(0o644)  # a report is for everyone to read, whatever the umask
     return json_path, md_path
-
-
-def render_docs(report: dict[str, Any], report_md_name: str) -> str:
-    """docs/bench.md: the headline table of the latest report, for the README."""
-    m = report["machine"]
-    lines = ["# Benchmarks", "",
-             (f"Latest full report: [`benchmarks/results/{report_md_name}`](../benchmarks/results/{report_md_name}), "
-             f"measured on **{m['host']}**: {m['cpu_model']}, {m['logical_cores']} cores, {m['os']}, Python "
-             f"{m['python']}, onnxruntime {m['versions'].get('onnxruntime')}, on {report['date']} "
-             f"({report['mode']} mode; verdict **{'PASS' if report['passed'] else 'FAIL'}**)."), ""]
-    lines += targets_table(report["targets"])
-    lines += ["", ("Run them on your own Pi (after `make venv`): `make bench` (full, ~12 min on this 2-core x86; "
-              "exits 1 when a gated target is missed) or `make bench BENCH_SHORT=1` (a couple of minutes, small "
-              "counts, figures indicative only). Reports land in `benchmarks/results/<host>-<date>.{json,md}` "
-              "with latency and confusion PNGs; `python -m digitspot.benchmarks --help` lists every option "
-              "(`--broker HOST:PORT` to use your own Mosquitto, `--data-dir` for another labelled WAV folder, "
-              "`--max-p99-ms` for the inference gate)."), ""]
-    return "\n".join(lines)
 
 
 def load_report(path: Path) -> dict[str, Any]:
     return json.loads(Path(path).read_text())
+
+
+# -- completing a run's report -------------------------------------------------------------------
+
+FIGURES = (("inference", "inference", "figure"), ("e2e", "e2e", "figure"),
+           ("confusion", "accuracy", "confusion_figure"), ("accuracy", "accuracy", "figure"))
+
+
+def complete_report(report: dict[str, Any], thresholds: Thresholds, x86: bool, only: bool) -> dict[str, Any]:
+    """Add what is known once every section has run: figures, caveats, targets and the verdict.
+
+    ``only``: the sections were chosen with ``--only``, so targets of the others are not misses."""
+    for key, section_name, name_field in FIGURES:
+        name = (report.get(section_name) or {}).get(name_field)
+        if name:
+            report["figures"][key] = name
+    report["loadavg_at_end"] = [round(x, 2) for x in os.getloadavg()]
+    report["caveats"] = caveats(report)
+    report["thresholds"] = asdict(thresholds)
+    report["targets"] = evaluate_targets(report, thresholds, x86)
+    if only:
+        for row in report["targets"]:
+            if row["measured"] is None and not row["skipped"]:
+                row["gated"] = False
+    report["passed"] = verdict(report["targets"], report["errors"])
+    return report
+
+
+def caveats(report: dict[str, Any]) -> list[str]:
+    """What a reader must know before quoting a figure: the machine's load, clocks, how times are taken."""
+    m = report["machine"]
+    busy = report.get("machine_busy") or {}
+    out = [
+        (f"Shared machine: {m['logical_cores']} logical cores, load average {m['loadavg_at_start']} at start and "
+         f"{report.get('loadavg_at_end')} at the end; during the benchmark all CPUs together were "
+         f"{busy.get('busy_percent', '?')}% busy (steal {busy.get('steal_percent', '?')}%), this benchmark and "
+         "its daemons included, other people's jobs too. Tails (p99, max) are the most sensitive to that; "
+         "medians much less. Re-run on an idle machine before quoting a tail."),
+        "CPU frequency scaling and turbo are not controlled; a VM's vCPU may be time-sliced.",
+        ("Inference latency is the onnxruntime call for one already-windowed 1-s input (the daemon's "
+         "OnnxDigitClassifier.logits); windowing and softmax add microseconds."),
+        ("End-to-end stamps are taken in Python on both sides (feeder after write(), subscriber in paho's "
+         "on_message), so each includes tens of microseconds of interpreter time; the feeder's own lateness "
+         "against its schedule is reported."),
+        ("Throughput and false triggers per hour use `--source file` without `--realtime` (as fast as the "
+         "daemon runs), which assumes its decisions depend on the samples, not on wall-clock time; the "
+         "real-time stream's gaps and the real-time idle window give independent real-time counts."),
+        ("Pitch shifts: " + {"wsola": "WSOLA time-stretch then soxr resampling (duration kept; formants move "
+                                      "with the pitch). The training report uses audiomentations' "
+                                      "PitchShift: same idea, different algorithm, so small differences "
+                                      "are expected.",
+                             "resample": "soxr resampling only (pitch, formants and tempo change together); "
+                                         "the training report's duration-preserving shift gives different "
+                                         "numbers."}[report["settings"]["pitch_method"]]),
+    ]
+    if report["mode"] == "short":
+        out.insert(0, "SHORT MODE: small counts; every figure is indicative only and the pass/fail verdict "
+                      "is not a measurement of the targets.")
+    if not report["machine"]["versions"].get("torch"):
+        out.append("torch is not installed: TorchScript and eager latency were skipped.")
+    return out

@@ -27,7 +27,6 @@ import hashlib
 import json
 import os
 import platform
-import re
 import shutil
 import subprocess
 import sys
@@ -36,8 +35,9 @@ import time
 from importlib import metadata
 from pathlib import Path
 
+from digitspot.edge.devtools.fsdd import digit_of, list_takes
+
 ROOT = Path(__file__).resolve().parent.parent
-FSDD_TEST = re.compile(r"^(\d)_([a-z]+)_([0-4])\.wav$")  # takes 0-4 are FSDD's official test split
 
 # Debian bookworm arm64 packages: python3.11 and every shared library it or the wheels load.
 ARM64_DEBS = [
@@ -154,7 +154,7 @@ def install_site(cache: Path, wheel: Path, site: Path) -> list[str]:
 
 def pick_files(fsdd: Path, count: int) -> list[Path]:
     """``count`` official test takes spread evenly over digits, speakers and takes (deterministic)."""
-    files = sorted(p for p in fsdd.glob("*.wav") if FSDD_TEST.match(p.name))
+    files = [t.path for t in list_takes(fsdd, official_test_only=True)]
     if len(files) < count:
         sys.exit(f"arm-check: only {len(files)} FSDD test takes in {fsdd}, need {count}")
     step = len(files) / count
@@ -184,7 +184,7 @@ def write_stream(files: list[Path], path: Path) -> list[int]:
         pieces += [np.zeros(int(0.7 * sr), dtype=np.float32), audio]
     pieces.append(np.zeros(int(0.7 * rate), dtype=np.float32))
     sf.write(path, np.concatenate(pieces), rate)
-    return [int(f.name[0]) for f in files]
+    return [digit_of(f) for f in files]
 
 
 def run_daemon(cmd_prefix: list[str], model: Path, stream: Path, cwd: Path, env: dict[str, str]) -> list[int]:
@@ -259,7 +259,7 @@ def main(argv: list[str] | None = None) -> int:
         agree += same
         if same:
             max_delta = max(max_delta, abs(a["confidence"] - h["confidence"]))
-        rows.append({"file": f.name, "truth": int(f.name[0]), "aarch64": a.get("digit"), "x86_64": h.get("digit"),
+        rows.append({"file": f.name, "truth": digit_of(f), "aarch64": a.get("digit"), "x86_64": h.get("digit"),
                      "aarch64_confidence": a.get("confidence"), "x86_64_confidence": h.get("confidence")})
         if not same:
             log(f"MISMATCH {f.name}: aarch64 {a} vs {platform.machine()} {h}")

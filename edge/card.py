@@ -4,6 +4,12 @@ The edge runtime owns this schema (as Piper's runtime owns its voice config) and
 imports it to write the card, so the two sides cannot disagree about what a field means. The daemon
 refuses a model whose sha256 does not match its card: a half-copied or swapped file must not
 silently publish wrong digits.
+
+The card also carries the model's operating point (:class:`Thresholds`), as microWakeWord's manifest
+carries its probability cutoff: a new model brings the confidences it was tuned for, and the daemon
+uses them unless its configuration sets others. The section is optional within schema version 1:
+a card without it loads with the built-in :class:`Thresholds` defaults, and a runtime that does not
+know the section ignores it (unknown fields are skipped).
 """
 
 from __future__ import annotations
@@ -12,15 +18,23 @@ import dataclasses
 import hashlib
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from digitspot.edge.atomic_write import write_json_atomic
 from digitspot.edge.errors import ModelError
 
 SCHEMA_VERSION = 1
 DIGIT_LABELS = ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"]
+SHIPPED_MODEL_NAME = "digitspot.onnx"
+
+
+def shipped_model_path() -> Path:
+    """The INT8 model shipped inside the package (``digitspot.artifacts``), wherever it is installed."""
+    from importlib import resources
+
+    return Path(str(resources.files("digitspot.artifacts") / SHIPPED_MODEL_NAME))
 
 
 @dataclass
@@ -34,6 +48,54 @@ class Quantization:
     op_types: list[str] = field(default_factory=list)  # ONNX op types that were quantized
     calibration: str = ""  # what audio calibrated the activation ranges
     float_layers: list[str] = field(default_factory=list)  # layers of those op types deliberately kept float
+
+
+@dataclass
+class Thresholds:
+    """The confidences a model is meant to be run at (softmax probabilities, 0-1).
+
+    The trainer writes what it measured as the model's operating point; the daemon uses these values
+    wherever its configuration leaves ``min_confidence`` / ``early_confidence`` unset. Each field here
+    has a configuration key of the same name that overrides it.
+
+    Fields:
+        min_confidence: a word whose best label is less probable than this is logged, not published.
+        early_confidence: a word classified at least this confidently ends after ``offset_ms`` of quiet
+            instead of ``hangover_ms`` (see ``digitspot.edge.vad_segmenter``); at least min_confidence.
+    """
+
+    min_confidence: float = 0.5
+    early_confidence: float = 0.75
+
+    @classmethod
+    def from_dict(cls, data: Any) -> Thresholds:
+        """Read the card's ``thresholds`` section; missing keys take the defaults above, unknown keys are ignored."""
+        if data is None:
+            return cls()
+        if not isinstance(data, dict):
+            raise ModelError("model card thresholds is not a JSON object: re-export the model")
+        values: dict[str, float] = {}
+        for f in dataclasses.fields(cls):
+            if f.name not in data:
+                continue
+            value = data[f.name]
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ModelError(f"model card thresholds.{f.name} = {value!r} is not a number: re-export the model")
+            values[f.name] = float(value)
+        thresholds = cls(**values)
+        thresholds.validate()
+        return thresholds
+
+    def validate(self) -> None:
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if not 0.0 <= value <= 1.0:
+                raise ModelError(f"model card thresholds.{f.name} = {value!r} is not between 0 and 1: "
+                                 "re-export the model")
+        if self.early_confidence < self.min_confidence:
+            raise ModelError(f"model card thresholds.early_confidence ({self.early_confidence}) is below "
+                             f"min_confidence ({self.min_confidence}): a word that ends early must be "
+                             "publishable; re-export the model")
 
 
 @dataclass
@@ -54,6 +116,7 @@ class ModelCard:
         training: the training configuration and recipe (stages, data, seeds) that produced the model.
         git_commit: commit of the code that trained it ("unknown" outside a git checkout).
         metrics: measured accuracies etc. (name -> value), written by ``digitspot-train evaluate``.
+        thresholds: the confidences the model is meant to be run at; see :class:`Thresholds`.
         versions: library versions used at export (torch, onnx, onnxruntime, digitspot).
         created_at: UTC ISO-8601 time of export.
         attribution: data credits that must travel with the model (FSDD is CC BY-SA 4.0).
@@ -74,6 +137,7 @@ class ModelCard:
     training: dict[str, Any] = field(default_factory=dict)
     git_commit: str = "unknown"
     metrics: dict[str, Any] = field(default_factory=dict)
+    thresholds: Thresholds = field(default_factory=Thresholds)
     versions: dict[str, str] = field(default_factory=dict)
     created_at: str = ""
     attribution: str = "Zohar Jackson et al., Free Spoken Digit Dataset (CC BY-SA 4.0)"
@@ -98,6 +162,7 @@ class ModelCard:
             )
         known = {f.name for f in dataclasses.fields(cls)}
         kwargs = {k: v for k, v in data.items() if k in known}
+        kwargs["thresholds"] = Thresholds.from_dict(kwargs.get("thresholds"))
         try:
             kwargs["quantization"] = Quantization(**kwargs.get("quantization", {}))
             card = cls(**kwargs)
@@ -142,31 +207,6 @@ def load_card(model_path: str | os.PathLike[str], verify: bool = True) -> ModelC
                 "the file is corrupt or not the model the card describes; copy both files again"
             )
     return card
-
-
-def write_json_atomic(path: str | os.PathLike[str], data: Any) -> None:
-    """Write JSON via a temporary file and rename, so a crash never leaves half a file behind."""
-    write_bytes_atomic(path, (json.dumps(data, indent=2, sort_keys=False) + "\n").encode("utf-8"))
-
-
-def write_bytes_atomic(path: str | os.PathLike[str], payload: bytes) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        # mkstemp makes the file 0600; give it the mode a plain open() would (0666 less the umask), so a
-        # card or model written here is readable by the daemon's own user after deployment.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.fchmod(fd, 0o666 & ~umask)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(payload)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def write_card(model_path: str | os.PathLike[str], card: ModelCard) -> Path:

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 
 import pytest
 
+from digitspot.edge.devtools.fsdd import list_takes
+
 ROOT = Path(__file__).resolve().parent.parent
-FSDD_PATTERN = re.compile(r"^(\d)_([a-z]+)_(\d+)\.wav$")
 
 
 def _fsdd_dir() -> Path:
@@ -27,10 +27,5 @@ def fsdd_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def fsdd_test_files(fsdd_dir: Path) -> list[Path]:
-    """Official test takes (0-4), sorted, as (path) list; the digit is the first character of the name."""
-    files = []
-    for p in sorted(fsdd_dir.glob("*.wav")):
-        m = FSDD_PATTERN.match(p.name)
-        if m and int(m.group(3)) <= 4:
-            files.append(p)
-    return files
+    """Official test takes (0-4) as paths sorted by name; ``digitspot.edge.devtools.fsdd`` parses their names."""
+    return [t.path for t in list_takes(fsdd_dir, official_test_only=True)]

@@ -52,8 +52,8 @@ def common_options(fn):
                 **kwargs):
         import torch
 
-        from digitspot.train.pipeline import Workspace
         from digitspot.train.recipe import preset as make_preset
+        from digitspot.train.workspace import Workspace
 
         torch.set_num_threads(max(1, threads))
         name = preset or ("quick" if quick else "full")
@@ -97,7 +97,7 @@ def require_training_extra() -> None:
 @common_options
 def data(ws) -> None:
     """Check the FSDD directory and write the split (data.json in the run directory)."""
-    from digitspot.train.pipeline import stage_data
+    from digitspot.train.stages import stage_data
 
     split = stage_data(ws)
     click.echo(split.summary())
@@ -107,7 +107,7 @@ def data(ws) -> None:
 @common_options
 def synth(ws) -> None:
     """Generate (or reuse from the cache) the synthetic espeak-ng/flite voices."""
-    from digitspot.train.pipeline import stage_synth
+    from digitspot.train.stages import stage_synth
 
     clips = stage_synth(ws)
     click.echo(f"{len(clips)} synthetic clips")
@@ -117,7 +117,7 @@ def synth(ws) -> None:
 @common_options
 def fit(ws) -> None:
     """Train the teacher CNN (teacher.pt)."""
-    from digitspot.train.pipeline import stage_fit
+    from digitspot.train.stages import stage_fit
 
     click.echo(stage_fit(ws))
 
@@ -126,7 +126,7 @@ def fit(ws) -> None:
 @common_options
 def distill(ws) -> None:
     """Distil the teacher into the DS-CNN student (student.pt)."""
-    from digitspot.train.pipeline import stage_distill
+    from digitspot.train.stages import stage_distill
 
     click.echo(stage_distill(ws))
 
@@ -135,7 +135,7 @@ def distill(ws) -> None:
 @common_options
 def prune(ws) -> None:
     """Iterative global magnitude pruning to 40% with fine-tuning (pruned.pt)."""
-    from digitspot.train.pipeline import stage_prune
+    from digitspot.train.stages import stage_prune
 
     click.echo(stage_prune(ws))
 
@@ -144,7 +144,7 @@ def prune(ws) -> None:
 @common_options
 def export(ws) -> None:
     """Export the pruned student: FP32 ONNX + card, TorchScript; check parity with PyTorch."""
-    from digitspot.train.pipeline import stage_export
+    from digitspot.train.export import stage_export
 
     r = stage_export(ws)
     click.echo(f"{r['fp32_onnx']} ({r['fp32_bytes']} bytes), parity {r['parity_onnx_fp32_vs_torch_max_abs']:.2e}")
@@ -154,7 +154,7 @@ def export(ws) -> None:
 @common_options
 def quantize(ws) -> None:
     """Static INT8 (QDQ, per-channel, Conv/Gemm) of the FP32 ONNX, calibrated on training audio."""
-    from digitspot.train.pipeline import stage_quantize
+    from digitspot.train.export import stage_quantize
 
     r = stage_quantize(ws)
     click.echo(f"{r['int8_onnx']} ({r['int8_bytes']} bytes), top-1 agreement with FP32 "
@@ -167,7 +167,7 @@ def quantize(ws) -> None:
               help="loso.json to include in the report (skipped if absent)")
 def evaluate(ws, loso_results) -> None:
     """Run the exported models through the edge classifier; write report.md and the metrics into the cards."""
-    from digitspot.train.pipeline import stage_evaluate
+    from digitspot.train.evaluate import stage_evaluate
 
     m = stage_evaluate(ws, loso_results=loso_results)
     _print_metrics(m)
@@ -185,33 +185,36 @@ def _print_metrics(m: dict) -> None:
               help="loso.json to include in the report (skipped if absent)")
 def all_stages(ws, loso_results) -> None:
     """The whole recipe: data, synth, fit, distill, prune, export, quantize, evaluate."""
+    from digitspot.edge.atomic_write import write_json_atomic
     from digitspot.edge.card import load_card, write_card
-    from digitspot.train import pipeline as p
+    from digitspot.train.evaluate import stage_evaluate
+    from digitspot.train.export import stage_export, stage_quantize
+    from digitspot.train.report import append_timings
+    from digitspot.train.stages import stage_data, stage_distill, stage_fit, stage_prune, stage_synth
+    from digitspot.train.workspace import SHIPPED_NAME
 
     start = time.monotonic()
     timings = {}
     ws.path("all.json").unlink(missing_ok=True)  # the report must not show a previous run's timings
-    for name, stage in (("data", p.stage_data), ("synth", p.stage_synth), ("fit", p.stage_fit),
-                        ("distill", p.stage_distill), ("prune", p.stage_prune), ("export", p.stage_export),
-                        ("quantize", p.stage_quantize)):
+    for name, stage in (("data", stage_data), ("synth", stage_synth), ("fit", stage_fit),
+                        ("distill", stage_distill), ("prune", stage_prune), ("export", stage_export),
+                        ("quantize", stage_quantize)):
         t = time.monotonic()
         stage(ws)
         timings[name] = round(time.monotonic() - t, 1)
         click.echo(f"stage {name}: {timings[name]:.0f} s", err=True)
     t = time.monotonic()
-    m = p.stage_evaluate(ws, loso_results=loso_results)
+    m = stage_evaluate(ws, loso_results=loso_results)
     timings["evaluate"] = round(time.monotonic() - t, 1)
     timings["total"] = round(time.monotonic() - start, 1)
     # Record how long the recipe took in the shipped cards (model files unchanged: same sha256).
-    for path in (ws.artifact(f"{p.SHIPPED_NAME}.onnx"), ws.artifact(f"{p.SHIPPED_NAME}-fp32.onnx")):
+    for path in (ws.artifact(f"{SHIPPED_NAME}.onnx"), ws.artifact(f"{SHIPPED_NAME}-fp32.onnx")):
         card = load_card(path)
         card.training = {**card.training, "stage_seconds": timings, "produced_by": "digitspot-train all"
                          + (" --quick" if ws.recipe.preset == "quick" else "")}
         write_card(path, card)
-    from digitspot.edge.card import write_json_atomic
-
     write_json_atomic(ws.path("all.json"), {"stage_seconds": timings, "recipe": ws.recipe.to_dict()})
-    p.append_timings(ws, timings)
+    append_timings(ws, timings)
     _print_metrics(m)
     click.echo(f"total: {timings['total']:.0f} s")
 
@@ -226,7 +229,7 @@ def loso(ws, speakers, jobs) -> None:
     """Leave-one-speaker-out: rerun the recipe once per held-out speaker (writes <run-dir>/loso.json)."""
     import torch
 
-    from digitspot.train.pipeline import stage_loso
+    from digitspot.train.loso import stage_loso
 
     chosen = [s.strip() for s in speakers.split(",") if s.strip()] or None
     r = stage_loso(ws, chosen, jobs=jobs, threads=torch.get_num_threads())

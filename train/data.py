@@ -9,18 +9,16 @@ carved from the training side: takes 45-49 of the training speakers, never a tes
 from __future__ import annotations
 
 import os
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from digitspot.edge.audio_io import load_audio
+from digitspot.edge.devtools.fsdd import NAME_FORMAT, FsddTake, is_official_test_take
 from digitspot.edge.errors import EXIT_DATAERR, EXIT_USAGE, DigitspotError, MissingInputError
 
-FSDD_PATTERN = re.compile(r"^(\d)_([a-z]+)_(\d+)\.wav$")
 SAMPLE_RATE = 8000
-OFFICIAL_TEST_TAKES = range(5)
 VALIDATION_TAKES = range(45, 50)
 
 
@@ -34,14 +32,6 @@ class SplitError(DigitspotError):
     """A split name that does not exist (e.g. an unknown speaker in ``speaker:<name>``)."""
 
     exit_code = EXIT_USAGE
-
-
-@dataclass(frozen=True)
-class Utterance:
-    path: str
-    digit: int
-    speaker: str
-    take: int
 
 
 @dataclass
@@ -78,29 +68,29 @@ def resolve_data_dir(data_dir: str | os.PathLike[str] | None) -> Path:
     return path
 
 
-def scan_fsdd(data_dir: str | os.PathLike[str] | None) -> list[Utterance]:
+def scan_fsdd(data_dir: str | os.PathLike[str] | None) -> list[FsddTake]:
     """List the recordings; every ``.wav`` must follow FSDD's naming or the directory is rejected."""
     path = resolve_data_dir(data_dir)
     entries = sorted(p for p in path.iterdir() if not p.name.startswith("."))
     if not entries:
-        raise MissingInputError(f"FSDD directory {path} is empty: expected {{digit}}_{{speaker}}_{{take}}.wav files")
-    utterances: list[Utterance] = []
+        raise MissingInputError(f"FSDD directory {path} is empty: expected {NAME_FORMAT} files")
+    utterances: list[FsddTake] = []
     for p in entries:
         if p.is_dir():
             continue
-        m = FSDD_PATTERN.match(p.name)
-        if not m:
+        take = FsddTake.parse(p)
+        if take is None:
             raise DatasetError(
-                f"{p}: file name does not follow FSDD's {{digit}}_{{speaker}}_{{take}}.wav pattern; "
+                f"{p}: file name does not follow FSDD's {NAME_FORMAT} pattern; "
                 "remove it or point --data-dir at the recordings directory"
             )
-        utterances.append(Utterance(str(p), int(m.group(1)), m.group(2), int(m.group(3))))
+        utterances.append(take)
     if not utterances:
         raise MissingInputError(f"FSDD directory {path} holds no .wav recordings")
     return utterances
 
 
-def check_readable(utterances: list[Utterance], progress: bool = False) -> None:
+def check_readable(utterances: list[FsddTake], progress: bool = False) -> None:
     """Read every file's header (fast), so a non-audio file fails at the ``data`` stage, not mid-training."""
     import soundfile as sf
     from tqdm import tqdm
@@ -115,7 +105,7 @@ def check_readable(utterances: list[Utterance], progress: bool = False) -> None:
             raise DatasetError(f"{u.path}: audio file holds no samples; remove it from the data directory")
 
 
-def speakers_of(utterances: list[Utterance]) -> list[str]:
+def speakers_of(utterances: list[FsddTake]) -> list[str]:
     return sorted({u.speaker for u in utterances})
 
 
@@ -124,9 +114,9 @@ class Split:
     """Which utterances train, validate and test a model."""
 
     name: str
-    train: list[Utterance]
-    validation: list[Utterance]
-    test: list[Utterance]
+    train: list[FsddTake]
+    validation: list[FsddTake]
+    test: list[FsddTake]
 
     def summary(self) -> dict:
         return {
@@ -139,11 +129,11 @@ class Split:
         }
 
 
-def make_split(utterances: list[Utterance], name: str) -> Split:
+def make_split(utterances: list[FsddTake], name: str) -> Split:
     """``official`` (takes 0-4 test) or ``speaker:<name>`` (that speaker is the whole test set)."""
     if name == "official":
-        test = [u for u in utterances if u.take in OFFICIAL_TEST_TAKES]
-        rest = [u for u in utterances if u.take not in OFFICIAL_TEST_TAKES]
+        test = [u for u in utterances if is_official_test_take(u.take)]
+        rest = [u for u in utterances if not is_official_test_take(u.take)]
     elif name.startswith("speaker:"):
         speaker = name.split(":", 1)[1]
         known = speakers_of(utterances)
@@ -160,7 +150,7 @@ def make_split(utterances: list[Utterance], name: str) -> Split:
     return Split(name, train, validation, test)
 
 
-def load_clips(utterances: list[Utterance], progress: bool = True, desc: str = "loading audio") -> ClipSet:
+def load_clips(utterances: list[FsddTake], progress: bool = True, desc: str = "loading audio") -> ClipSet:
     """Read each recording as mono float32 at 8 kHz (through the edge loader, as serving does)."""
     from tqdm import tqdm
 
@@ -172,11 +162,11 @@ def load_clips(utterances: list[Utterance], progress: bool = True, desc: str = "
             raise DatasetError(str(exc)) from exc
         out.clips.append(samples)
         out.labels.append(u.digit)
-        out.sources.append(u.path)
+        out.sources.append(str(u.path))
     return out
 
 
-def thin(utterances: list[Utterance], per_digit_speaker: int) -> list[Utterance]:
+def thin(utterances: list[FsddTake], per_digit_speaker: int) -> list[FsddTake]:
     """Keep the first ``per_digit_speaker`` takes of each digit/speaker (``--quick`` mode)."""
     counts: dict[tuple[int, str], int] = {}
     kept = []

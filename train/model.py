@@ -83,7 +83,7 @@ class LogMelFrontEnd(nn.Module):
         )  # [B, bins, frames]
         power = spec.real.pow(2) + spec.imag.pow(2)
         mel = torch.matmul(power.transpose(1, 2), self.mel_fb)  # [B, frames, mels]
-        # clamp, not "+ eps": the exporter dropped a tiny added constant, which broke ONNX/PyTorch parity.
+        # clamp, not "+ eps": the exporter drops a tiny added constant, which breaks ONNX/PyTorch parity.
         logmel = torch.log(torch.clamp(mel, min=1e-10))
         peak = logmel.amax(dim=(1, 2), keepdim=True)
         logmel = torch.clamp(logmel - peak, min=-self.cfg.dynamic_range)

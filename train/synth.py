@@ -22,8 +22,8 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
+from digitspot.edge.atomic_write import write_bytes_atomic
 from digitspot.edge.audio_io import resample, to_mono_float32
-from digitspot.edge.card import write_bytes_atomic
 from digitspot.edge.errors import UnavailableError
 from digitspot.train.data import SAMPLE_RATE, ClipSet
 
@@ -127,7 +127,7 @@ def check_synthesisers() -> None:
     missing = [tool for tool in ("espeak-ng", "flite") if shutil.which(tool) is None]
     if missing:
         raise UnavailableError(
-            f"{' and '.join(missing)} not found: install the Debian packages (make sysdeps) or pass --synth-voices 0"
+            f"{' and '.join(missing)} not found: install the Debian packages (make sysdeps) or pass --no-synth"
         )
 
 

@@ -19,7 +19,13 @@ from torch.nn.utils import prune as torch_prune
 
 from digitspot.train.augment import AugmentConfig, augment_batch, augment_batch_pair, clean_batch
 from digitspot.train.data import ClipSet
-from digitspot.train.model import DigitNet, build_student, build_teacher, count_nonzero_parameters, count_parameters
+from digitspot.train.model import (
+    DigitNet,
+    build_student,
+    build_teacher,
+    count_nonzero_parameters,
+    count_parameters,
+)
 
 WINDOW = 8000
 
@@ -40,9 +46,8 @@ class LoopConfig:
     ema_decay: float = 0.0  # > 0: validate and keep an exponential moving average of the weights
     # Epochs without a validation gain count towards ``patience`` only once this fraction of the schedule
     # (epochs or time budget) has run. Before that the cosine learning rate is still high and a plateau is
-    # not convergence: with 55 epochs a teacher stopped at epoch 33 (best 21) and tested 99.0%, against
-    # 100% when it ran all 55. From half-way, a student's best was epoch 50 of 100, by one validation take,
-    # and it stopped at 70 with its learning rate still at a quarter of the peak.
+    # not convergence: a 55-epoch teacher stopped at epoch 33 tests 99.0% against 100% when it runs all 55,
+    # and counting from half-way lets a student stop with its learning rate still at a quarter of the peak.
     early_stop_from: float = 0.75
     # With a teacher: it scores each training window before the noise was added, not the noisy window the
     # student sees (at -3..5 dB SNR the teacher itself is often wrong, and its mistakes become targets).
@@ -67,9 +72,9 @@ class PruneConfig(LoopConfig):
     alpha: float = 0.7
     temperature: float = 4.0
     # Each step's fine-tune keeps a weight average too. The distilled student is itself an average, and
-    # a step of raw fine-tuning iterates cost it validation accuracy even at 5% sparsity, where pruning
-    # alone changed nothing (pilot on the session-5 student: validation score, clean and corrupted, 97.5%
-    # with the average, 96.8% without; 96.7% without at a 10x lower learning rate: not the step size).
+    # a step of raw fine-tuning iterates costs it validation accuracy even at 5% sparsity, where pruning
+    # alone changes nothing (validation score, clean and corrupted: 97.5% with the average, 96.8% without,
+    # 96.7% without at a 10x lower learning rate, so it is not the step size).
     ema_decay: float = 0.99
     final_epochs: int = 0  # after the last step: fine-tune at the final sparsity, cosine-decayed, weight-averaged
     final_ema_decay: float = 0.99  # that fine-tune's weight average (3 short epochs: a short memory)
@@ -96,7 +101,7 @@ def build_model(arch: dict) -> DigitNet:
 def save_checkpoint(path, model: nn.Module, arch: dict, extra: dict) -> None:
     import io
 
-    from digitspot.edge.card import write_bytes_atomic
+    from digitspot.edge.atomic_write import write_bytes_atomic
 
     buf = io.BytesIO()
     torch.save({"arch": arch, "state_dict": model.state_dict(), **extra}, buf)
@@ -214,8 +219,8 @@ def train_loop(model: DigitNet, train: ClipSet, val: ValidationSet, cfg: LoopCon
     if teacher is not None:
         teacher.eval()
         teacher.to(memory_format=torch.channels_last)
-    # channels-last while training: oneDNN's CPU convolutions (the depthwise backward above all) ran a
-    # student step ~1.25x faster that way (measured: 133 vs 167 ms, batch 64, one thread). The weights go
+    # channels-last while training: oneDNN's CPU convolutions (the depthwise backward above all) run a
+    # student step ~1.25x faster that way (133 vs 167 ms, batch 64, one thread). The weights go
     # back to the default layout before returning, so checkpoints and the exporter see ordinary tensors.
     model.to(memory_format=torch.channels_last)
     average = WeightAverage(model, cfg.ema_decay) if cfg.ema_decay > 0 else None

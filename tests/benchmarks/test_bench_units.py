@@ -1,6 +1,10 @@
-"""The benchmark's own parts on real audio: statistics, matching, streams, the ONNX reader."""
+"""The benchmark's own parts on real audio: statistics, matching, streams, the ONNX reader, FSDD names,
+report names."""
 
 from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,7 +20,9 @@ from digitspot.benchmarks.audio import (
 )
 from digitspot.benchmarks.matching import Detection, WordTimes, match
 from digitspot.benchmarks.onnx_graph import count_macs, parameter_counts, read_graph
+from digitspot.benchmarks.plan import report_stem
 from digitspot.benchmarks.stats import poisson_rate, summarize, wilson
+from digitspot.edge.devtools.fsdd import FsddTake, digit_of, list_takes
 
 
 def test_summarize_has_percentiles_and_intervals():
@@ -91,3 +97,37 @@ def test_onnx_reader_matches_onnx_package(bench_model):
     assert 0 < counts["nonzero_parameters"] <= counts["parameters"]
     macs = count_macs(bench_model, "audio", 8000)
     assert macs["macs"] > 0 and macs["macs_by_op"].get("Conv", 0) > 0
+
+
+def test_fsdd_names_parse_in_one_place(fsdd_dir):
+    take = FsddTake.parse("/x/7_george_12.wav")
+    assert take == FsddTake(7, "george", 12, Path("/x/7_george_12.wav")) and not take.is_official_test
+    assert FsddTake.parse("3_theo_4.wav").is_official_test
+    for name in ("7_george_12.flac", "x_george_1.wav", "17_george_1.wav", "7-george-1.wav", "7_george.wav"):
+        assert FsddTake.parse(name) is None, name
+    with pytest.raises(ValueError, match="not an FSDD file name"):
+        digit_of("notes.wav")
+    test_takes = list_takes(fsdd_dir, official_test_only=True)
+    assert len(test_takes) == 300 and len(list_takes(fsdd_dir)) == 3000
+    assert {t.take for t in test_takes} == set(range(5)) and len({t.speaker for t in test_takes}) == 6
+    assert [f.path for f in labelled_files(fsdd_dir)] == [t.path for t in test_takes]
+
+
+def test_report_names_carry_time_and_model():
+    when = dt.datetime(2026, 11, 25, 11, 47, 5, tzinfo=dt.UTC)
+    assert report_stem("vm", when, "4fdf78f958d2" + "0" * 52) == "vm-2026-11-25T114705-4fdf78f9"
+    later = when.astimezone(dt.timezone(dt.timedelta(hours=2)))  # the same instant elsewhere: the same name
+    assert report_stem("vm", later, "4fdf78f958d2" + "0" * 52) == "vm-2026-11-25T114705-4fdf78f9"
+
+
+def test_cli_writes_no_readme_or_docs():
+    """`make bench` writes its report only; README and docs/ take figures from it through `make docs`."""
+    from click.testing import CliRunner
+
+    from digitspot.benchmarks.cli import main
+
+    result = CliRunner().invoke(main, ["--help"])
+    assert result.exit_code == 0 and "--out-dir" in result.output
+    assert "--readme" not in result.output and "--docs" not in result.output
+    bad = CliRunner().invoke(main, ["--broker", "localhost"])
+    assert bad.exit_code == 2 and "not HOST:PORT" in bad.output

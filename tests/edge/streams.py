@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -10,9 +9,9 @@ import numpy as np
 import soundfile as sf
 
 from digitspot.edge.audio_io import load_audio
+from digitspot.edge.devtools.fsdd import digit_of
 
 RATE = 8000
-FSDD = re.compile(r"^(\d)_([a-z]+)_(\d+)\.wav$")
 
 
 @dataclass
@@ -42,7 +41,7 @@ def pick_takes(files: list[Path], count: int, seed: int = 0) -> list[Path]:
     rng = np.random.default_rng(seed)
     by_digit: dict[int, list[Path]] = {d: [] for d in range(10)}
     for f in files:
-        by_digit[int(f.name[0])].append(f)
+        by_digit[digit_of(f)].append(f)
     chosen: list[Path] = []
     for i in range(count):
         pool = by_digit[i % 10]
@@ -66,7 +65,7 @@ def build_stream(files: list[Path], seed: int = 0, gap_s: tuple[float, float] = 
     loud_noise: list[tuple[int, int]] = []
     for i, f in enumerate(files):
         clip = load_audio(f, RATE)
-        placed.append(Placed(int(f.name[0]), pos, pos + len(clip), f.name))
+        placed.append(Placed(digit_of(f), pos, pos + len(clip), f.name))
         pieces.append(clip)
         pos += len(clip)
         gap = int(rng.uniform(*gap_s) * RATE)
