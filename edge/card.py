@@ -69,7 +69,8 @@ class Thresholds:
 
     @classmethod
     def from_dict(cls, data: Any) -> Thresholds:
-        """Read the card's ``thresholds`` section; missing keys take the defaults above, unknown keys are ignored."""
+        """Read the card's ``thresholds`` section: missing keys take the defaults above, unknown keys are
+        skipped (a newer trainer may add thresholds this runtime does not use)."""
         if data is None:
             return cls()
         if not isinstance(data, dict):
@@ -80,7 +81,8 @@ class Thresholds:
                 continue
             value = data[f.name]
             if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise ModelError(f"model card thresholds.{f.name} = {value!r} is not a number: re-export the model")
+                raise ModelError(f"model card thresholds.{f.name} = {value!r} is not a number: "
+                                 "re-export the model")
             values[f.name] = float(value)
         thresholds = cls(**values)
         thresholds.validate()

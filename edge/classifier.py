@@ -13,17 +13,10 @@ from pathlib import Path
 import numpy as np
 
 from digitspot.edge.audio_io import fit_to_window
-from digitspot.edge.card import ModelCard, load_card
+from digitspot.edge.card import SHIPPED_MODEL_NAME, ModelCard, Thresholds, load_card, shipped_model_path
 from digitspot.edge.errors import ModelError
 
-SHIPPED_MODEL_NAME = "digitspot.onnx"
-
-
-def shipped_model_path() -> Path:
-    """The INT8 model shipped inside the package (``digitspot.artifacts``), wherever it is installed."""
-    from importlib import resources
-
-    return Path(str(resources.files("digitspot.artifacts") / SHIPPED_MODEL_NAME))
+__all__ = ["SHIPPED_MODEL_NAME", "OnnxDigitClassifier", "Prediction", "default_model_path", "shipped_model_path"]
 
 
 def default_model_path() -> Path:
@@ -100,6 +93,11 @@ class OnnxDigitClassifier:
     @property
     def window_samples(self) -> int:
         return self.card.window_samples
+
+    @property
+    def thresholds(self) -> Thresholds:
+        """The confidences the model's card recommends (the daemon's defaults for this model)."""
+        return self.card.thresholds
 
     def logits(self, batch: np.ndarray) -> np.ndarray:
         """Raw scores for a ``[batch, window_samples]`` float32 array."""

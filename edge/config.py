@@ -5,6 +5,15 @@ Precedence, highest first: command-line flags > ``DIGITSPOT_*`` environment vari
 (``--mqtt-host`` -> ``mqtt_host``; dashes are accepted too) and every environment variable is
 ``DIGITSPOT_`` + the key in capitals (``DIGITSPOT_MQTT_HOST``).
 
+Each setting is declared once, as a field of :class:`EdgeConfig`: its help text, flag spelling,
+choices and the default shown to users live in the field's metadata, and the ``run`` command's
+options (``digitspot.edge.run_command``), its ``--help`` and :func:`settings_markdown` (the table
+in the docs) are all generated from it.
+
+Thresholds that depend on the model (the fields of :class:`digitspot.edge.card.Thresholds`) default
+to None, meaning "what the model card recommends"; :func:`effective_thresholds` puts the configured
+ones over the card's.
+
 The MQTT password is the one exception: it is never a flag or a TOML value (both end up in shell
 history, process lists or world-readable files). It comes from ``mqtt_password_file`` (a file
 holding only the password) or the ``DIGITSPOT_MQTT_PASSWORD`` environment variable, and it is kept
@@ -14,22 +23,28 @@ out of ``repr``, logs and the retained ``info`` message.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import re
 import socket
 import tomllib
 import typing
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
 from typing import Any
 
-from digitspot.edge.errors import ConfigError
+from digitspot.edge.card import ModelCard, Thresholds, card_path_for, shipped_model_path
+from digitspot.edge.errors import ConfigError, ModelError
 
 ENV_PREFIX = "DIGITSPOT_"
 PASSWORD_ENV = "DIGITSPOT_MQTT_PASSWORD"
+CONFIG_ENV = "DIGITSPOT_CONFIG"
 SOURCES = ("mic", "file", "stdin")
 LOG_LEVELS = ("debug", "info", "warning", "error")
+# Settings whose default comes from the model card (None in EdgeConfig = the card's value).
+THRESHOLD_KEYS = tuple(f.name for f in dataclasses.fields(Thresholds))
 
 
 def default_device_id() -> str:
@@ -38,57 +53,103 @@ def default_device_id() -> str:
     return name or "digitspot"
 
 
+def about(help: str, *, flag: str | None = None, choices: Sequence[str] | None = None,
+          metavar: str | None = None, shown: str | None = None, from_card: bool = False,
+          secret: bool = False) -> dict[str, Any]:
+    """The field metadata of a setting: what users are told about it.
+
+    ``help``: one line, what the setting does and its unit. ``flag``: the click declaration when it is
+    not ``--key`` (``--key/--no-key`` for booleans). ``shown``: the default as text, for defaults whose
+    value would mislead (None meaning "derived", a factory). ``from_card``: the default is the model
+    card's recommendation. ``secret``: only from the environment (or a file), never a flag, a TOML
+    key or ``repr``.
+    """
+    return {"help": help, "flag": flag, "choices": tuple(choices) if choices else None, "metavar": metavar,
+            "shown": shown, "from_card": from_card, "secret": secret}
+
+
 @dataclass
 class EdgeConfig:
     """Everything ``digitspot-edge run`` can be told. Units are in the names (ms, Hz, dB)."""
 
     # model and inference
-    model: Path | None = None  # None: the shipped artifact (edge.classifier.default_model_path)
-    threads: int = 1  # onnxruntime intra-op threads
-    min_confidence: float = 0.5  # results below this softmax probability are logged, not published
+    model: Path | None = field(default=None, metadata=about(
+        "Exported .onnx model (its .onnx.json card beside it)", shown="the shipped model"))
+    threads: int = field(default=1, metadata=about("onnxruntime threads"))
+    min_confidence: float | None = field(default=None, metadata=about(
+        "Publish only digits at least this probable (0-1); below it a word is logged, not published",
+        from_card=True))
     # audio source
-    source: str = "mic"  # mic | file | stdin
-    input: Path | None = None  # the file for --source file
-    input_rate: int = 16000  # Hz of raw s16le on stdin
-    realtime: bool = False  # pace --source file like a microphone (else as fast as possible)
-    device: str | None = None  # microphone: PortAudio device name (substring) or index; None = default
-    capture_rate: int | None = None  # microphone capture Hz; None = model rate if supported, else 48k/44.1k/16k
-    # segmentation (see edge.vad_segmenter)
-    vad_mode: int = 2  # webrtcvad aggressiveness 0..3 (3 misses quiet talkers, see vad_segmenter)
-    vad_frame_ms: int = 10  # 10, 20 or 30
-    preroll_ms: int = 150  # audio kept from before the detected start
-    hangover_ms: int = 180  # longest quiet stretch inside one word (stop closures of "six", "eight")
-    offset_ms: int = 50  # quiet this long after a confident classification ends the word early
-    early_confidence: float = 0.75  # confidence needed to end a word after offset_ms instead of hangover_ms
-    min_segment_ms: int = 60  # shorter bursts (of active audio) are clicks, not digits
-    max_segment_ms: int = 1500  # a segment is cut and classified at this length
-    min_voicing: float = 0.5  # pitch periodicity (0-1) a segment needs to be a word; 0 turns the check off
-    onset_db: float = 9.0  # speech must be this many dB above the noise floor to start a segment
-    offset_db: float = 6.0  # frames below floor + this many dB count as quiet
+    source: str = field(default="mic", metadata=about("Where audio comes from", choices=SOURCES))
+    input: Path | None = field(default=None, metadata=about(
+        "Audio file for --source file (WAV/FLAC/OGG, any rate)"))
+    input_rate: int = field(default=16000, metadata=about(
+        "Sample rate (Hz) of raw s16le mono audio on stdin"))
+    realtime: bool = field(default=False, metadata=about(
+        "Pace --source file like a microphone (else as fast as possible)"))
+    device: str | None = field(default=None, metadata=about(
+        "Microphone: PortAudio device index or name substring (see `digitspot-edge devices`); waited for "
+        "if missing", metavar="NAME|INDEX", shown="the default input"))
+    capture_rate: int | None = field(default=None, metadata=about(
+        "Microphone capture rate in Hz", shown="the model rate if supported, else 16k/48k/44.1k"))
+    # segmentation (see digitspot.edge.vad_segmenter)
+    vad_mode: int = field(default=2, metadata=about("webrtcvad aggressiveness 0-3 (3 misses quiet talkers)"))
+    vad_frame_ms: int = field(default=10, metadata=about("VAD frame length in ms (10, 20, 30)"))
+    preroll_ms: int = field(default=150, metadata=about(
+        "Audio kept from before the detected start of a word (ms)"))
+    hangover_ms: int = field(default=180, metadata=about(
+        "Longest quiet inside one word (ms; stop closures of \"six\", \"eight\"), used while the model is "
+        "not yet sure"))
+    offset_ms: int = field(default=50, metadata=about(
+        "Quiet (ms) after which a confidently classified word ends"))
+    early_confidence: float | None = field(default=None, metadata=about(
+        "End a word after --offset-ms of quiet when it is at least this probable (0-1)", from_card=True))
+    min_segment_ms: int = field(default=60, metadata=about(
+        "Shorter bursts of active audio are clicks, not digits (ms)"))
+    max_segment_ms: int = field(default=1500, metadata=about(
+        "A segment is cut and classified at this length (ms)"))
+    min_voicing: float = field(default=0.5, metadata=about(
+        "Pitch periodicity (0-1) a sound needs to count as a word; 0: off"))
+    onset_db: float = field(default=9.0, metadata=about("A word starts this many dB above the noise floor"))
+    offset_db: float = field(default=6.0, metadata=about(
+        "Frames within this many dB of the noise floor are quiet"))
     # MQTT
-    mqtt_host: str = "localhost"
-    mqtt_port: int = 1883
-    mqtt_username: str | None = None
-    mqtt_password_file: Path | None = None
-    mqtt_tls: bool = False
-    mqtt_ca_file: Path | None = None  # None with TLS on: the system's trusted CAs
-    mqtt_cert_file: Path | None = None  # client certificate (optional)
-    mqtt_key_file: Path | None = None
-    mqtt_tls_insecure: bool = False  # skip hostname verification (never on by default)
-    mqtt_keepalive: int = 30  # seconds
-    mqtt_client_id: str | None = None  # None: digitspot-<device_id>
-    queue_size: int = 1000  # digits held while the broker is away; oldest dropped beyond this
-    device_id: str = field(default_factory=default_device_id)
-    device_name: str | None = None  # Home Assistant display name; None: "digitspot <device_id>"
-    topic_prefix: str | None = None  # None: digitspot/<device_id>
-    discovery: bool = True  # Home Assistant MQTT discovery
-    discovery_prefix: str = "homeassistant"
-    no_mqtt: bool = False  # do not connect to any broker (with --print: a local pipe only)
+    mqtt_host: str = field(default="localhost", metadata=about("MQTT broker host"))
+    mqtt_port: int = field(default=1883, metadata=about("MQTT broker port"))
+    mqtt_username: str | None = field(default=None, metadata=about(
+        "MQTT user name (password: --mqtt-password-file or env DIGITSPOT_MQTT_PASSWORD)"))
+    mqtt_password_file: Path | None = field(default=None, metadata=about(
+        "File holding only the MQTT password"))
+    mqtt_tls: bool = field(default=False, metadata=about(
+        "Connect with TLS (system CAs unless --mqtt-ca-file)"))
+    mqtt_ca_file: Path | None = field(default=None, metadata=about(
+        "CA certificate(s) that sign the broker's certificate (implies TLS)", shown="the system's CAs"))
+    mqtt_cert_file: Path | None = field(default=None, metadata=about(
+        "Client certificate for TLS client authentication"))
+    mqtt_key_file: Path | None = field(default=None, metadata=about("Private key of --mqtt-cert-file"))
+    mqtt_tls_insecure: bool = field(default=False, metadata=about(
+        "Skip TLS hostname verification (testing only)"))
+    mqtt_keepalive: int = field(default=30, metadata=about("MQTT keepalive in seconds"))
+    mqtt_client_id: str | None = field(default=None, metadata=about(
+        "MQTT client id", shown="digitspot-<device_id>"))
+    queue_size: int = field(default=1000, metadata=about(
+        "Digits kept while the broker is unreachable (oldest dropped beyond)"))
+    device_id: str = field(default_factory=default_device_id, metadata=about(
+        "Id of this sensor in topics and Home Assistant", shown="the host name (lowercase, a-z 0-9 _ -)"))
+    device_name: str | None = field(default=None, metadata=about(
+        "Display name in Home Assistant", shown="digitspot <device_id>"))
+    topic_prefix: str | None = field(default=None, metadata=about(
+        "Topic prefix", shown="digitspot/<device_id>"))
+    discovery: bool = field(default=True, metadata=about("Publish Home Assistant MQTT discovery"))
+    discovery_prefix: str = field(default="homeassistant", metadata=about("Home Assistant discovery prefix"))
+    no_mqtt: bool = field(default=False, metadata=about(
+        "Do not use MQTT at all (with --print: stdout only)", flag="--no-mqtt/--mqtt"))
     # output and logging
-    print: bool = False  # also write each event as a JSON line to stdout
-    log_level: str = "info"
+    print: bool = field(default=False, metadata=about("Also write each digit event as a JSON line to stdout"))
+    log_level: str = field(default="info", metadata=about("Log level", choices=LOG_LEVELS))
     # the password itself: never from flags or TOML (see module docstring)
-    mqtt_password: str | None = field(default=None, repr=False)
+    mqtt_password: str | None = field(default=None, repr=False, metadata=about(
+        "MQTT password; set only here or in --mqtt-password-file, never as a flag or TOML key", secret=True))
 
     @property
     def prefix(self) -> str:
@@ -111,8 +172,14 @@ class EdgeConfig:
         return out
 
 
-# Keys settable from flags, env and TOML: every field but the password itself.
-KEYS = [f.name for f in dataclasses.fields(EdgeConfig) if f.name != "mqtt_password"]
+def effective_thresholds(cfg: EdgeConfig, recommended: Thresholds) -> Thresholds:
+    """The model card's recommended thresholds with every one the configuration sets put over them."""
+    return dataclasses.replace(recommended, **{key: getattr(cfg, key) for key in THRESHOLD_KEYS
+                                               if getattr(cfg, key) is not None})
+
+
+# Keys settable from flags, env and TOML: every field but the secret (the password itself).
+KEYS = [f.name for f in dataclasses.fields(EdgeConfig) if not f.metadata["secret"]]
 _TYPES = typing.get_type_hints(EdgeConfig)
 
 
@@ -224,8 +291,8 @@ def build_config(
     """Merge the layers (flags > env > TOML > defaults), read the password, validate, return."""
     environ = os.environ if environ is None else environ
     flags = {k: v for k, v in (flags or {}).items() if v is not None}
-    if config_file is None and environ.get(ENV_PREFIX + "CONFIG"):
-        config_file = Path(environ[ENV_PREFIX + "CONFIG"])
+    if config_file is None and environ.get(CONFIG_ENV):
+        config_file = Path(environ[CONFIG_ENV])
     merged: dict[str, Any] = {}
     if config_file is not None:
         merged.update(read_toml(Path(config_file)))
@@ -251,12 +318,12 @@ def validate(cfg: EdgeConfig) -> None:
     if cfg.log_level.lower() not in LOG_LEVELS:
         raise bad("log_level", f"must be one of {', '.join(LOG_LEVELS)}")
     cfg.log_level = cfg.log_level.lower()
-    if not 0.0 <= cfg.min_confidence <= 1.0:
-        raise bad("min_confidence", "must be between 0 and 1")
+    for key in THRESHOLD_KEYS:
+        value = getattr(cfg, key)
+        if value is not None and not 0.0 <= value <= 1.0:
+            raise bad(key, "must be between 0 and 1 (or unset: the model card's)")
     if not 0.0 <= cfg.min_voicing <= 1.0:
         raise bad("min_voicing", "must be between 0 and 1 (0 turns the check off)")
-    if not 0.0 <= cfg.early_confidence <= 1.0:
-        raise bad("early_confidence", "must be between 0 and 1")
     if cfg.vad_mode not in (0, 1, 2, 3):
         raise bad("vad_mode", "must be 0, 1, 2 or 3")
     if cfg.vad_frame_ms not in (10, 20, 30):
@@ -292,3 +359,93 @@ def validate(cfg: EdgeConfig) -> None:
             raise bad(key, "file not found")
     if cfg.mqtt_password is not None and cfg.mqtt_username is None:
         raise ConfigError("an MQTT password is set but no mqtt_username: set both")
+
+
+# --- what users are told: --help and the settings table in the docs --------------------------------
+
+@dataclass(frozen=True)
+class Setting:
+    """One field of :class:`EdgeConfig` as the command line, the environment and the docs present it."""
+
+    key: str
+    kind: type  # bool, int, float, str or Path
+    help: str
+    default: str  # the effective default, as text
+    literal: bool  # the default is a value one could write (1883, "mic"), not a description
+    flags: tuple[str, ...]  # ("--mqtt-host",), ("--realtime", "--no-realtime"); () for the secret
+    env: str
+    choices: tuple[str, ...] | None
+    metavar: str | None
+
+    @property
+    def decl(self) -> str:
+        """The click declaration: ``--key`` or ``--on/--off``."""
+        return "/".join(self.flags)
+
+
+@cache
+def shipped_thresholds() -> Thresholds | None:
+    """What the shipped model's card recommends (for help and docs), or None when it cannot be read."""
+    try:
+        data = json.loads(card_path_for(shipped_model_path()).read_text(encoding="utf-8"))
+        return ModelCard.from_dict(data).thresholds
+    except (OSError, ValueError, ModelError, ModuleNotFoundError):
+        return None
+
+
+def _shown_default(f: dataclasses.Field) -> str:
+    if f.metadata["from_card"]:
+        shipped = shipped_thresholds()
+        example = f" ({getattr(shipped, f.name)} for the shipped model)" if shipped else ""
+        return "the model card's" + example
+    if f.metadata["shown"] is not None:
+        return f.metadata["shown"]
+    value = f.default
+    if value is None:
+        return "unset"
+    if isinstance(value, bool):
+        return str(value).lower()
+    return str(value)
+
+
+def settings() -> list[Setting]:
+    """Every configuration field, in declaration order, with its flags, variable and shown default."""
+    out = []
+    for f in dataclasses.fields(EdgeConfig):
+        kind = _base_type(f.name)
+        if f.metadata["secret"]:
+            flags: tuple[str, ...] = ()
+        elif f.metadata["flag"]:
+            flags = tuple(f.metadata["flag"].split("/"))
+        else:
+            dashed = "--" + f.name.replace("_", "-")
+            flags = (dashed, "--no-" + dashed[2:]) if kind is bool else (dashed,)
+        literal = not (f.metadata["from_card"] or f.metadata["shown"] is not None or f.default is None)
+        out.append(Setting(key=f.name, kind=kind, help=f.metadata["help"], default=_shown_default(f),
+                           literal=literal, flags=flags,
+                           env=ENV_PREFIX + f.name.upper(), choices=f.metadata["choices"],
+                           metavar=f.metadata["metavar"]))
+    return out
+
+
+def _cell(text: str) -> str:
+    """Markdown table cell: escape pipes, and angle brackets outside code spans (else they read as HTML)."""
+    parts = text.replace("|", "\\|").split("`")
+    for i in range(0, len(parts), 2):
+        parts[i] = parts[i].replace("<", "&lt;").replace(">", "&gt;")
+    return "`".join(parts)
+
+
+def settings_markdown() -> str:
+    """The settings table for the docs, generated from :class:`EdgeConfig` (one row per setting)."""
+    rows = ["| Key / flag | Environment variable | Default | Meaning |", "|---|---|---|---|",
+            f"| `--config` | `{CONFIG_ENV}` | none | TOML file whose keys are the keys below |"]
+    for s in settings():
+        if s.flags:
+            name = f"`{s.key}` / " + ", ".join(f"`{flag}`" for flag in s.flags)
+        else:
+            name = f"`{s.key}` (environment only)"
+        meaning = s.help + (f" ({', '.join(s.choices)})" if s.choices else "")
+        default = f"`{s.default}`" if s.literal else s.default
+        rows.append(f"| {_cell(name)} | `{s.env}` | {_cell(default)} | {_cell(meaning)} |")
+    return "\n".join(rows) + "\n"

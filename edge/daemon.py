@@ -3,10 +3,15 @@
 Runs the audio loop on the main thread; paho's network thread and our MQTT publisher thread do the
 I/O. SIGTERM/SIGINT (and end of a file or stdin) end the loop, the segment in progress is decided,
 queued digits are flushed (bounded wait), ``offline`` is published, and ``run`` returns 0.
+
+A microphone that is missing (at start or later) does not end the daemon: the status topic says
+``offline``, the retained info says why (``offline_reason``), the source retries with backoff, and
+systemd is kept from taking the wait for a hang. READY=1 and ``online`` follow once audio flows.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import platform
@@ -19,7 +24,7 @@ from typing import Any
 
 from digitspot.edge import __version__
 from digitspot.edge.classifier import OnnxDigitClassifier, Prediction
-from digitspot.edge.config import EdgeConfig
+from digitspot.edge.config import THRESHOLD_KEYS, EdgeConfig, effective_thresholds
 from digitspot.edge.events import DigitEvent, DiscoveryConfig, InfoMessage, ScoredDigit, utc_ms
 from digitspot.edge.sd_notify import SystemdNotifier
 from digitspot.edge.sources import AudioSource, FileSource, MicSource, StdinSource
@@ -31,6 +36,9 @@ log = logging.getLogger("digitspot.daemon")
 # starts 20 ms of audio after its onset at the earliest and lasts >= 200 ms, so the batch is caught up
 # long before its end: the end-of-speech latency is not affected.
 IDLE_WAIT_S = 0.04
+# While waiting for a device before READY=1, each EXTEND_TIMEOUT_USEC gives systemd's start timeout this
+# much more time, sent every third of it: a daemon that stops sending (hung) still times out.
+WAIT_EXTEND_S = 30.0
 
 
 def setup_logging(level: str) -> None:
@@ -66,13 +74,28 @@ class Daemon:
         self.notifier = SystemdNotifier()
         self.print_ok = cfg.print
         self.stats = {"digits": 0, "ignored": 0}
-        # Fail fast at start: the model (sha256 against its card) and the audio source.
+        self.ready = False
+        self.publisher = None
+        self.source_problem: str | None = None  # why no audio flows (no microphone); None while it does
+        self._last_extend = 0.0
+        # Fail fast at start: the model (sha256 against its card) and a file or stdin source. A missing
+        # microphone is waited for instead (see MicSource).
         self.classifier = OnnxDigitClassifier(cfg.model, threads=cfg.threads)
         card = self.classifier.card
         log.info("model %s (%s, sha256 %s...) at %d Hz, %d onnxruntime thread(s)", card.name,
                  self.classifier.model_path, card.sha256[:12], card.sample_rate, cfg.threads)
+        # Thresholds the configuration leaves unset are the ones the model card recommends.
+        thresholds = effective_thresholds(cfg, card.thresholds)
+        origin = {key: "model card" if getattr(cfg, key) is None else "configured" for key in THRESHOLD_KEYS}
+        log.info("thresholds: %s", ", ".join(f"{key} {getattr(thresholds, key)} ({origin[key]})"
+                                             for key in THRESHOLD_KEYS))
+        self.cfg = cfg = dataclasses.replace(cfg, **dataclasses.asdict(thresholds))
         self.source = self._make_source()
-        log.info("listening to %s", self.source.describe())
+        self.source_problem = getattr(self.source, "problem", None)
+        if self.source_problem is None:
+            log.info("listening to %s", self.source.describe())
+        else:
+            self.notifier.status(f"waiting for audio: {self.source_problem}")
         self.segmenter = VadSegmenter(
             SegmenterSettings(
                 sample_rate=card.sample_rate, vad_mode=cfg.vad_mode, frame_ms=cfg.vad_frame_ms,
@@ -83,11 +106,11 @@ class Daemon:
             ),
             self.classifier.classify,
         )
-        self.publisher = None
         if not cfg.no_mqtt:
             from digitspot.edge.mqtt_publisher import MqttPublisher
 
             self.publisher = MqttPublisher(cfg, self._info_json, self._discovery_json)
+            self.publisher.set_available(self.source_problem is None)  # before start: sets the first status
 
     def _make_source(self) -> AudioSource:
         cfg, rate = self.cfg, self.classifier.sample_rate
@@ -96,7 +119,8 @@ class Daemon:
             return FileSource(cfg.input, rate, realtime=cfg.realtime)
         if cfg.source == "stdin":
             return StdinSource(cfg.input_rate, rate)
-        return MicSource(rate, device=cfg.device, capture_rate=cfg.capture_rate, on_status=self._on_mic_status)
+        return MicSource(rate, device=cfg.device, capture_rate=cfg.capture_rate,
+                         on_status=self._on_source_status, on_wait=self._while_waiting)
 
     # -- messages ------------------------------------------------------------------------------
     def _info_json(self) -> str:
@@ -105,8 +129,10 @@ class Daemon:
             device_id=self.cfg.device_id, boot_id=self.boot_id, started_at=self.started_at, versions=versions(),
             model={"name": card.name, "sha256": card.sha256, "sample_rate": card.sample_rate,
                    "window_samples": card.window_samples, "quantization": card.quantization.scheme,
-                   "parameter_count": card.parameter_count, "metrics": card.metrics, "created_at": card.created_at},
+                   "parameter_count": card.parameter_count, "metrics": card.metrics,
+                   "created_at": card.created_at, "thresholds": dataclasses.asdict(card.thresholds)},
             config=self.cfg.public_dict(), source=self.source.describe(), attribution=card.attribution,
+            offline_reason=self.source_problem,
         ).to_json()
 
     def _discovery_json(self) -> str:
@@ -115,10 +141,22 @@ class Daemon:
             prefix=self.cfg.prefix, sw_version=__version__, model_name=self.classifier.card.name,
         ).to_json()
 
-    def _on_mic_status(self, status: str) -> None:
-        self.notifier.status(f"microphone {status}")
+    def _on_source_status(self, problem: str | None) -> None:
+        """The microphone went away or came back: systemd's status line and the retained status follow."""
+        self.source_problem = problem
+        self.notifier.status(f"waiting for audio: {problem}" if problem
+                             else f"listening to {self.source.describe()}")
         if self.publisher is not None:
-            self.publisher.set_available(status == "ok")
+            self.publisher.set_available(problem is None)
+
+    def _while_waiting(self) -> None:
+        """Called while the source waits for its device: the process is alive, not hung, so systemd's
+        watchdog is fed and, before READY=1, its start timeout is extended."""
+        self.notifier.watchdog()
+        now = time.monotonic()
+        if not self.ready and now - self._last_extend >= WAIT_EXTEND_S / 3:
+            self._last_extend = now
+            self.notifier.notify(f"EXTEND_TIMEOUT_USEC={int(WAIT_EXTEND_S * 1e6)}")
 
     # -- the loop ------------------------------------------------------------------------------
     def request_stop(self, signum: int | None = None, frame: Any = None) -> None:
@@ -132,13 +170,12 @@ class Daemon:
         signal.signal(signal.SIGINT, self.request_stop)
         if self.publisher is not None:
             self.publisher.start()
-        ready = False
         try:
             for chunk in self.source:
-                if not ready:
+                if not self.ready:
                     self.notifier.ready(f"listening to {self.source.describe()}")
                     log.info("ready: audio is flowing")
-                    ready = True
+                    self.ready = True
                 self.notifier.watchdog()
                 for utterance in self.segmenter.push(chunk.samples, chunk.received_at):
                     self._handle(utterance)

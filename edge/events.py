@@ -108,6 +108,8 @@ class InfoMessage:
     config: dict[str, Any]  # effective configuration without secrets
     source: str  # what is being listened to
     attribution: str = ""
+    # Why the running daemon reports ``offline`` (e.g. no microphone yet); None while it is online.
+    offline_reason: str | None = None
     schema_version: int = INFO_SCHEMA_VERSION
 
     def to_json(self) -> str:
@@ -129,6 +131,9 @@ class DiscoveryConfig:
         return {
             "name": "Spoken digit",
             "unique_id": f"digitspot_{self.device_id}_digit",
+            # default_entity_id is what Home Assistant reads from 2025.10 on; object_id is kept for the
+            # releases before it (both give event.digitspot_<device_id>_digit).
+            "default_entity_id": f"event.digitspot_{self.device_id}_digit",
             "object_id": f"digitspot_{self.device_id}_digit",
             "state_topic": f"{self.prefix}/digit",
             "event_types": self.event_types,

@@ -65,7 +65,7 @@ class MqttPublisher:
         self.stopping = False
         self.dropped = 0
         self.delivered = 0
-        self.available = True  # False while the microphone is lost: status says offline
+        self.available = True  # False while there is no microphone: status says offline
         self._last_problem: str | None = None
         self._ever_connected = False
         self.client = self._make_client()
@@ -223,9 +223,11 @@ class MqttPublisher:
                 self.unacked.append((item, info))
 
     def set_available(self, available: bool) -> None:
-        """Microphone lost/back: the retained status follows, so Home Assistant shows the sensor down."""
+        """Microphone missing/back: the retained status follows, so Home Assistant shows the sensor down,
+        and the retained info is sent again, since it carries the reason (``offline_reason``)."""
         self.available = available
         if self.connected:
+            self.client.publish(self.info_topic, self.info_json(), qos=1, retain=True)
             self.client.publish(self.status_topic, ONLINE if available else OFFLINE, qos=1, retain=True)
 
     def backlog(self) -> int:

@@ -227,7 +227,12 @@ def _import_pyaudio():
 
 
 def _open_portaudio(pyaudio):
-    # PortAudio prints ALSA probing noise to stderr at init; it is harmless but confusing in journald.
+    # PortAudio prints ALSA probing noise to stderr at init; it is harmless but confusing in journald,
+    # so fd 2 points at /dev/null meanwhile. The log handlers are held for that time, so a line that
+    # another thread (MQTT) logs meanwhile waits instead of going to /dev/null with the noise.
+    handlers = list(logging.getLogger().handlers)
+    for handler in handlers:
+        handler.acquire()
     devnull = os.open(os.devnull, os.O_WRONLY)
     saved = os.dup(2)
     try:
@@ -237,6 +242,8 @@ def _open_portaudio(pyaudio):
         os.dup2(saved, 2)
         os.close(saved)
         os.close(devnull)
+        for handler in reversed(handlers):
+            handler.release()
 
 
 class MicSource(AudioSource):
@@ -244,30 +251,44 @@ class MicSource(AudioSource):
 
     ``device`` is an index or a case-insensitive substring of the device name (None: the default
     input). Capture runs at ``capture_rate`` if given, else at the model's rate when the device takes
-    it, else 48000/44100/16000 Hz. A microphone that fails (unplugged, server gone) is reopened with
-    capped exponential backoff; ``on_status`` hears ``"lost: ..."`` and ``"ok"`` so the daemon can
-    report it on the status topic instead of crashing.
+    it, else 48000/44100/16000 Hz.
+
+    A microphone that is missing at start (a USB microphone plugged in after boot) or fails later
+    (unplugged, sound server gone) is opened again with capped exponential backoff; the source never
+    ends for it. ``problem`` holds why there is no audio (None while there is), ``on_status`` hears
+    every change of it, and ``on_wait`` is called about every 0.1 s while waiting, so the daemon can
+    report the state and keep its watchdog fed without crashing or being restarted.
     """
 
     name = "mic"
 
     def __init__(self, rate: int, device: str | None = None, capture_rate: int | None = None,
-                 chunk_ms: int = CHUNK_MS, on_status: Callable[[str], None] | None = None,
-                 max_backoff: float = 30.0):
+                 chunk_ms: int = CHUNK_MS, on_status: Callable[[str | None], None] | None = None,
+                 on_wait: Callable[[], None] | None = None, max_backoff: float = 30.0):
         super().__init__(rate)
         self.pyaudio = _import_pyaudio()
         self.device_spec = device
         self.requested_rate = capture_rate
         self.chunk_ms = chunk_ms
-        self.on_status = on_status or (lambda status: None)
+        self.on_status = on_status or (lambda problem: None)
+        self.on_wait = on_wait or (lambda: None)
         self.max_backoff = max_backoff
         self.pa = None
         self.stream = None
         self.capture_rate = 0
         self.device_name = "?"
-        self.open()  # fail fast at start: a wrong --device is a configuration problem
+        self.opened_once = False
+        self.problem: str | None = None
+        try:
+            self.open()
+        except UnavailableError as exc:
+            self.problem = str(exc)
+            log.warning("microphone not available (%s): waiting for it, retrying with backoff (at most every "
+                        "%.0f s)", exc, self.max_backoff)
 
     def describe(self) -> str:
+        if self.stream is None and not self.opened_once:
+            return f"mic {self.device_spec or 'default'!r} (waiting for it)"
         return f"mic {self.device_name!r} at {self.capture_rate} Hz"
 
     def _resolve_device(self, pa) -> tuple[int | None, dict]:
@@ -326,6 +347,12 @@ class MicSource(AudioSource):
             self._close_stream()
             raise
         self.resampler = StreamingResampler(self.capture_rate, self.rate)
+        self.opened_once = True
+
+    def _set_problem(self, problem: str | None) -> None:
+        if problem != self.problem:
+            self.problem = problem
+            self.on_status(problem)
 
     def _close_stream(self) -> None:
         if self.stream is not None:
@@ -347,22 +374,28 @@ class MicSource(AudioSource):
         try:
             while not self.closed:
                 if self.stream is None:
+                    reopening = self.opened_once
                     try:
                         self.open()
-                        log.info("microphone %r back at %d Hz", self.device_name, self.capture_rate)
-                        self.on_status("ok")
-                        backoff = 0.5
                     except UnavailableError as exc:
-                        log.warning("microphone still unavailable (%s); retrying in %.1f s", exc, backoff)
+                        # Logged once per distinct reason (at start, or when lost); the retries are quiet.
+                        if self.problem is not None and str(exc) != self.problem:
+                            log.warning("microphone still not available: %s", exc)
+                        self._set_problem(str(exc))
+                        log.debug("microphone not available (%s); retrying in %.1f s", exc, backoff)
                         self._sleep(backoff)
                         backoff = min(self.max_backoff, backoff * 2)
                         continue
+                    log.info("microphone %r %s at %d Hz", self.device_name, "back" if reopening else "open",
+                             self.capture_rate)
+                    self._set_problem(None)
+                    backoff = 0.5
                 frames = self.frames_per_buffer * max(1, round(self.idle_wait * 1000 / self.chunk_ms))
                 try:
                     data = self.stream.read(frames, exception_on_overflow=False)
                 except OSError as exc:
                     log.error("microphone %r lost (%s); reopening with backoff", self.device_name, exc)
-                    self.on_status(f"lost: {exc}")
+                    self._set_problem(f"microphone {self.device_name!r} lost: {exc}")
                     self._close_stream()
                     continue
                 received = time.time()
@@ -373,4 +406,5 @@ class MicSource(AudioSource):
     def _sleep(self, seconds: float) -> None:
         deadline = time.monotonic() + seconds
         while not self.closed and time.monotonic() < deadline:
-            time.sleep(min(0.1, deadline - time.monotonic()))
+            self.on_wait()
+            time.sleep(max(0.0, min(0.1, deadline - time.monotonic())))

@@ -2,13 +2,25 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from pathlib import Path
 
 import pytest
 from helpers import run_cli
 
-from digitspot.edge.config import KEYS, EdgeConfig, build_config
-from digitspot.edge.errors import EXIT_CONFIG, ConfigError
+from digitspot.edge.card import ModelCard, Thresholds, card_path_for, load_card, shipped_model_path
+from digitspot.edge.config import (
+    KEYS,
+    THRESHOLD_KEYS,
+    EdgeConfig,
+    build_config,
+    effective_thresholds,
+    settings,
+    settings_markdown,
+)
+from digitspot.edge.errors import EXIT_CONFIG, ConfigError, ModelError
+from digitspot.edge.run_command import run
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -106,3 +118,98 @@ def test_cli_flag_beats_env(tmp_path, fixture_model):
                      timeout=60)
     assert result.returncode == 0
     assert "MQTT broker 127.0.0.1:1" in result.stderr.decode() or "localhost:1" in result.stderr.decode()
+
+
+# --- one declaration per setting: flags, help and the docs table come from the dataclass -------------
+
+def test_every_field_declares_its_help():
+    for f in dataclasses.fields(EdgeConfig):
+        assert f.metadata.get("help", "").strip(), f"{f.name} has no help text in its field metadata"
+
+
+def test_run_options_are_the_dataclass_fields():
+    options = {p.name: p for p in run.params if p.name not in ("config_file", "help")}
+    assert set(options) == set(KEYS)
+    for s in settings():
+        if not s.flags:
+            assert s.key == "mqtt_password"  # the secret: environment or file only
+            continue
+        assert tuple(options[s.key].opts + options[s.key].secondary_opts) == s.flags, s.key
+        assert options[s.key].default is None, f"{s.key}: an unset flag must leave the lower layers in charge"
+
+
+def test_help_shows_the_effective_defaults():
+    out = " ".join(run_cli(["run", "--help"]).stdout.decode().split())  # undo click's line wrapping
+    assert "MQTT broker port [default: 1883]" in out
+    assert "--no-mqtt / --mqtt" in out and "--source [mic|file|stdin]" in out
+    assert "[default: the model card's (0.5 for the shipped model)]" in out  # min_confidence
+    assert "[default: the model card's (0.75 for the shipped model)]" in out  # early_confidence
+
+
+def test_settings_markdown_has_a_row_per_setting():
+    table = settings_markdown()
+    lines = table.strip().splitlines()
+    assert lines[0] == "| Key / flag | Environment variable | Default | Meaning |"
+    assert len(lines) == 2 + 1 + len(dataclasses.fields(EdgeConfig))  # header, --config, one row per field
+    assert "| `mqtt_port` / `--mqtt-port` | `DIGITSPOT_MQTT_PORT` | `1883` | MQTT broker port |" in lines
+    assert "| `realtime` / `--realtime`, `--no-realtime` | `DIGITSPOT_REALTIME` | `false` |" in table
+    assert "`DIGITSPOT_MQTT_PASSWORD`" in table and "`--mqtt-password`" not in table
+    assert "the model card's (0.5 for the shipped model)" in table
+    assert "digitspot/&lt;device_id&gt;" in table  # no raw <tag> that markdown would swallow
+
+
+# --- thresholds travel with the model ---------------------------------------------------------------
+
+def test_threshold_keys_default_to_the_card():
+    assert THRESHOLD_KEYS == tuple(f.name for f in dataclasses.fields(Thresholds))
+    cfg = build_config({}, None, environ={})
+    for key in THRESHOLD_KEYS:
+        assert EdgeConfig.__dataclass_fields__[key].default is None and getattr(cfg, key) is None
+    card = Thresholds(min_confidence=0.4, early_confidence=0.8)
+    assert effective_thresholds(cfg, card) == card
+    cfg = build_config({"early_confidence": 0.9}, None, environ={"DIGITSPOT_MIN_CONFIDENCE": "0.6"})
+    assert effective_thresholds(cfg, card) == Thresholds(min_confidence=0.6, early_confidence=0.9)
+
+
+def test_cards_recommend_thresholds(fixture_model):
+    assert load_card(shipped_model_path()).thresholds == Thresholds(min_confidence=0.5, early_confidence=0.75)
+    assert load_card(fixture_model).thresholds == Thresholds(min_confidence=0.4, early_confidence=0.75)
+
+
+def _card_data(**changes) -> dict:
+    data = json.loads(card_path_for(shipped_model_path()).read_text())
+    data.update(changes)
+    return data
+
+
+def test_card_without_thresholds_gets_the_built_in_defaults():
+    data = _card_data()
+    del data["thresholds"]
+    assert ModelCard.from_dict(data).thresholds == Thresholds() == Thresholds(0.5, 0.75)
+    partial = ModelCard.from_dict(_card_data(thresholds={"min_confidence": 0.3, "later_rule": 1.0}))
+    assert partial.thresholds == Thresholds(min_confidence=0.3, early_confidence=0.75)
+    assert ModelCard.from_dict(partial.to_dict()) == partial  # written as read
+
+
+@pytest.mark.parametrize("thresholds,fragment", [
+    ({"min_confidence": 1.5}, "between 0 and 1"),
+    ({"min_confidence": "high"}, "not a number"),
+    ({"early_confidence": True}, "not a number"),
+    ({"min_confidence": 0.8, "early_confidence": 0.6}, "below min_confidence"),
+    ([0.5, 0.75], "not a JSON object"),
+])
+def test_bad_card_thresholds_are_refused(thresholds, fragment):
+    with pytest.raises(ModelError) as info:
+        ModelCard.from_dict(_card_data(thresholds=thresholds))
+    assert fragment in str(info.value) and "re-export" in str(info.value)
+
+
+def test_daemon_runs_at_the_card_thresholds_unless_configured(fixture_model):
+    args = ["run", "--model", str(fixture_model), "--source", "stdin", "--no-mqtt", "--log-level", "info"]
+    result = run_cli(args, input=b"", timeout=60)
+    assert result.returncode == 0, result.stderr.decode()
+    assert "thresholds: min_confidence 0.4 (model card), early_confidence 0.75 (model card)" in result.stderr.decode()
+    result = run_cli(args + ["--min-confidence", "0.6"], input=b"", timeout=60,
+                     env={"DIGITSPOT_EARLY_CONFIDENCE": "0.9"})
+    assert result.returncode == 0, result.stderr.decode()
+    assert "thresholds: min_confidence 0.6 (configured), early_confidence 0.9 (configured)" in result.stderr.decode()

@@ -16,7 +16,7 @@ from streams import RATE, build_stream, pick_takes
 
 from digitspot.edge.devtools.local_broker import LocalBroker
 
-BASE = ["--log-level", "info", "--min-confidence", "0.4"]
+BASE = ["--log-level", "info"]
 
 
 def wait_online(sub, timeout=15) -> bool:
@@ -117,6 +117,9 @@ def test_sigterm_exits_0_offline_info_and_discovery(broker, subscriber_factory, 
     assert config["state_topic"] == "digitspot/term/digit"
     assert config["availability_topic"] == "digitspot/term/status"
     assert config["unique_id"] and config["device"]["identifiers"]
+    # Home Assistant 2025.10+ reads default_entity_id (domain included); older releases read object_id.
+    assert config["default_entity_id"] == "event.digitspot_term_digit"
+    assert config["object_id"] == "digitspot_term_digit"
     # Home Assistant restarts: discovery is sent again
     n = len(disc)
     mqtt_publish.single("homeassistant/status", "online", hostname=broker.host, port=broker.port)
