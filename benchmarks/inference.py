@@ -2,11 +2,14 @@
 
 Each runtime gets one thread (as the daemon runs), a warm-up, then ``runs`` timed calls on real
 1-s windows of FSDD test audio (cycled), each timed with ``perf_counter_ns`` around the call alone;
-the runtimes take turns in blocks of 100 calls so that load from elsewhere hits them alike.
+the runtimes take turns in ``BLOCKS`` blocks (100 calls each in a full run) so that load from elsewhere
+hits them alike. Besides the per-call percentiles, each runtime gets the median of its blocks' medians:
+the figure the x86 gate uses, because it does not flip between runs of one model as a p99 does.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -16,11 +19,16 @@ import click
 import numpy as np
 
 from digitspot.benchmarks.onnx_graph import count_macs, parameter_counts
-from digitspot.benchmarks.stats import summarize
+from digitspot.benchmarks.stats import median_of_block_medians, summarize
 from digitspot.edge.audio_io import fit_to_window
 from digitspot.edge.card import ModelCard, card_path_for, load_card
 
-BLOCK = 100  # timed calls per runtime before switching to the next (see _time_interleaved)
+BLOCKS = 20  # turns each runtime takes (see _time_interleaved); 2000 runs make blocks of 100 calls
+
+
+def block_size(runs: int, blocks: int = BLOCKS) -> int:
+    """Timed calls per runtime before switching to the next, so that ``runs`` calls make ``blocks`` blocks."""
+    return max(1, math.ceil(runs / blocks))
 
 
 def onnx_runner(model: Path, card: ModelCard) -> Callable[[np.ndarray], Any]:
@@ -99,7 +107,7 @@ def torch_runners(torchscript: Path, card_training: dict) -> dict[str, Any]:
 
 
 def _time_interleaved(runners: dict[str, Callable[[np.ndarray], Any]], windows: np.ndarray, runs: int,
-                      warmup: int, block: int = BLOCK) -> dict[str, np.ndarray]:
+                      warmup: int, block: int) -> dict[str, np.ndarray]:
     """Time every runtime ``runs`` times, round-robin in blocks of ``block`` calls.
 
     Each runtime stays warm within its block, and a burst of load from elsewhere on the machine lands on
@@ -127,7 +135,8 @@ def _time_interleaved(runners: dict[str, Callable[[np.ndarray], Any]], windows: 
 def run_inference(models: dict[str, Path], windows_audio: list[np.ndarray], *, runs: int, warmup: int,
                   torchscript: Path | None) -> dict[str, Any]:
     """Latency per runtime plus size figures per ONNX model. ``models``: label -> ONNX path."""
-    results: dict[str, Any] = {"runs": runs, "warmup": warmup, "threads": 1, "interleave_block": BLOCK,
+    block = block_size(runs)
+    results: dict[str, Any] = {"runs": runs, "warmup": warmup, "threads": 1, "interleave_block": block,
                                "runtimes": {}, "models": {}}
     window_samples = None
     card_training: dict = {}
@@ -163,8 +172,9 @@ def run_inference(models: dict[str, Path], windows_audio: list[np.ndarray], *, r
             results["models"]["torchscript"] = {"file_size_bytes": torchscript.stat().st_size}
     if runners:
         windows = np.stack([fit_to_window(a, window_samples) for a in windows_audio]).astype(np.float32)
-        for label, times in _time_interleaved(runners, windows, runs, warmup).items():
+        for label, times in _time_interleaved(runners, windows, runs, warmup, block).items():
             results["runtimes"][label] = {"model": sources[label], "latency_ms": summarize(times),
+                                          "block_median_ms": median_of_block_medians(times, block),
                                           "samples_ms": [round(t, 4) for t in times.tolist()]}
     order = list(models) + ["torchscript", "eager"]
     results["runtimes"] = {k: results["runtimes"][k] for k in order if k in results["runtimes"]}

@@ -77,7 +77,7 @@ def inference_section(run: BenchRun) -> dict[str, Any]:
                         warmup=plan.counts.warmup, torchscript=plan.torchscript)
     series = {k: v["samples_ms"] for k, v in res["runtimes"].items() if "samples_ms" in v}
     t = plan.thresholds
-    target = t.x86_inference_p99_ms if is_x86_64() else t.inference_p99_ms
+    target = t.x86_inference_median_ms if is_x86_64() else t.inference_p99_ms
     if plots.latency_figure(plan.out_dir / run.figure("inference"), series, "Inference, 1-s window",
                             target_ms=target):
         res["figure"] = run.figure("inference")

@@ -43,6 +43,26 @@ def summarize(values: Sequence[float], *, bootstrap: int = 1000, seed: int = 0) 
     return out
 
 
+def median_of_block_medians(values: Sequence[float], block: int) -> dict[str, Any]:
+    """The median of the medians of consecutive blocks of ``block`` values, with the blocks' spread.
+
+    The inference runtimes take turns in blocks (``benchmarks.inference``), so a burst of load from
+    elsewhere on the machine lands on whole blocks. A block's median ignores single slow calls, and the
+    median over blocks ignores up to half the blocks being slowed, so this figure moves little between
+    runs of one model where a per-call tail (p99) moves by tens of percent. A last, shorter block counts
+    like the others; an empty input gives ``{"blocks": 0}``.
+    """
+    if block < 1:
+        raise ValueError(f"block must be at least 1, not {block}")
+    x = np.asarray(values, dtype=np.float64)
+    x = x[np.isfinite(x)]
+    medians = [float(np.median(x[i : i + block])) for i in range(0, x.size, block)]
+    if not medians:
+        return {"blocks": 0, "block_size": block}
+    return {"value": float(np.median(medians)), "blocks": len(medians), "block_size": block,
+            "min": min(medians), "max": max(medians), "block_medians": medians}
+
+
 def wilson(successes: int, total: int, z: float = 1.96) -> dict[str, Any]:
     """A rate with its 95% Wilson score interval (sound at 0% and 100%, unlike the normal approximation)."""
     if total <= 0:

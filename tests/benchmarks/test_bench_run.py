@@ -1,5 +1,7 @@
 """Every benchmark in short mode, as `make bench BENCH_SHORT=1` runs it: real FSDD audio, the real daemon,
-a real Mosquitto. Checks that the reports are produced, parse and hold every figure; never timings."""
+a real Mosquitto. Checks that the reports are produced, parse, hold every figure and agree with each other
+and with the model, and that the exit code is the report's verdict; never timings (whether a timing target
+passes is the verdict's business, unit-tested on hand-made figures in test_bench_verdict.py)."""
 
 from __future__ import annotations
 
@@ -16,6 +18,19 @@ SMALL = ["--short", "--runs", "60", "--warmup", "5", "--e2e-words", "10", "--hou
          "--idle-seconds", "4"]
 
 
+def has_pocketsphinx() -> bool:
+    try:
+        import pocketsphinx  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def exit_code_of(report: dict) -> int:
+    """What the CLI must exit with for this report: 0 when every gated target passed, 1 otherwise."""
+    return 0 if report["passed"] else 1
+
+
 def run_bench(args: list[str], out_dir: Path, fsdd_dir: Path, timeout: float = 600) -> subprocess.CompletedProcess:
     env = dict(os.environ, FSDD_DIR=str(fsdd_dir))
     return subprocess.run([sys.executable, "-m", "digitspot.benchmarks", *args, "--out-dir", str(out_dir), "--stem", "t"],
@@ -26,7 +41,7 @@ def run_bench(args: list[str], out_dir: Path, fsdd_dir: Path, timeout: float = 6
 def short_report(tmp_path_factory, bench_model, fsdd_dir):
     out = tmp_path_factory.mktemp("bench")
     proc = run_bench([*SMALL, "--model", str(bench_model)], out, fsdd_dir)
-    assert proc.returncode in (0, 1), proc.stderr[-3000:]  # 1 = a target missed: allowed, no timing asserts
+    assert (out / "t.json").is_file(), proc.stderr[-3000:]
     return out, json.loads((out / "t.json").read_text()), proc
 
 
@@ -35,19 +50,49 @@ def test_no_section_failed(short_report):
     assert report["errors"] == {}, proc.stderr[-3000:]
 
 
-def test_inference_figures(short_report):
+def test_exit_code_is_the_verdict(short_report):
+    """A missed timing target is allowed here (short mode on a shared machine), but the exit code, the
+    report's verdict and the targets must say the same thing."""
+    _, report, proc = short_report
+    gated_misses = [t["id"] for t in report["targets"] if t["gated"] and t["passed"] is not True]
+    assert report["passed"] is (not gated_misses and not report["errors"])
+    assert proc.returncode == exit_code_of(report), proc.stderr[-3000:]
+    if report["passed"]:
+        assert proc.stdout.rstrip().endswith("PASS: every gated target met")
+    else:
+        assert f"FAIL: {', '.join(gated_misses) or 'errors'}" in proc.stderr
+
+
+def test_inference_figures(short_report, bench_model):
+    from digitspot.benchmarks.stats import median_of_block_medians
+    from digitspot.edge.card import load_card
+
     _, report, _ = short_report
     inf = report["inference"]
-    int8 = inf["runtimes"]["int8"]["latency_ms"]
-    for key in ("p50", "p90", "p99", "max", "mean", "std", "n"):
-        assert key in int8
-    assert int8["n"] == 60
+    int8 = inf["runtimes"]["int8"]
+    lat = int8["latency_ms"]
+    assert lat["n"] == 60 and len(int8["samples_ms"]) == 60
+    assert lat["min"] <= lat["p50"] <= lat["p90"] <= lat["p99"] <= lat["max"]
+    # 60 calls in 20 interleaved blocks of 3; the gate's statistic is recomputable from the samples.
+    assert inf["interleave_block"] == 3
+    blocks = int8["block_median_ms"]
+    assert (blocks["blocks"], blocks["block_size"]) == (20, 3)
+    again = median_of_block_medians(int8["samples_ms"], 3)  # the samples are stored rounded to 0.1 us
+    assert blocks["block_medians"] == pytest.approx(again["block_medians"], abs=1e-3)
+    assert blocks["value"] == pytest.approx(again["value"], abs=1e-3)
+    target = next(t for t in report["targets"] if t["id"] == "inference_median_x86")
+    assert target["measured"] == blocks["value"]
     for label in ("fp32", "torchscript", "eager"):
         r = inf["runtimes"][label]
         assert "latency_ms" in r or r["skipped"]  # skipped needs a reason (no torch, no file)
+    card = load_card(bench_model)
     size = inf["models"]["int8"]
-    for key in ("parameters", "nonzero_parameters", "macs", "file_size_bytes", "card_parameter_count"):
-        assert size[key] is not None and size[key] > 0
+    assert size["file_size_bytes"] == bench_model.stat().st_size
+    assert size["sha256"] == card.sha256
+    assert (size["card_parameter_count"], size["card_nonzero_parameter_count"]) == (
+        card.parameter_count, card.nonzero_parameter_count)
+    assert 0 < size["nonzero_parameters"] <= size["parameters"]
+    assert size["macs_by_op"]["Conv"] > 0 and size["macs"] == sum(size["macs_by_op"].values())
 
 
 def test_e2e_figures(short_report):
@@ -70,18 +115,32 @@ def test_throughput_figures(short_report):
         assert r["audio_seconds"] >= 30
         for figure in ("real_time_factor", "cpu_s_per_audio_hour", "peak_rss_mb", "events_per_hour"):
             assert r[figure] is not None
-    assert thr["idle"]["cpu_percent_of_one_core"] >= 0 and thr["idle"]["window_s"] > 3
-    assert thr["startup"]["ready_s"] > 0
+    idle = thr["idle"]
+    # --idle-seconds 4 of real-time listening after the settling; the percentage is CPU over that window
+    # (paced in real time, so never shorter than the audio; a late feeder only makes it longer)
+    assert idle["window_s"] >= 4 - 0.05
+    assert idle["cpu_percent_of_one_core"] == pytest.approx(100 * idle["cpu_s"] / idle["window_s"])
+    assert idle["daemon_exit_code"] == 0 and thr["startup"]["daemon_exit_code"] == 0
 
 
-def test_peer_and_accuracy_figures(short_report):
+@pytest.mark.skipif(not has_pocketsphinx(), reason="pocketsphinx is not installed (the dev extra has it)")
+def test_peer_figures(short_report):
     _, report, _ = short_report
     peer = report["peer"]
-    if peer.get("skipped"):
-        pytest.skip(peer["skipped"])
+    assert "skipped" not in peer  # installed here, so it ran
     utt = peer["utterances"]
-    assert utt["files"] == 30 and utt["speed_ratio_p50"] > 0
-    assert "accuracy" in peer["stream"] and "ours_stream" in peer
+    assert utt["files"] == 30
+    ps, ours = utt["pocketsphinx"], utt["ours"]
+    assert utt["speed_ratio_p50"] == pytest.approx(ps["decode_ms"]["p50"] / ours["decode_ms"]["p50"])
+    assert ours["accuracy"]["total"] == ps["accuracy"]["total"] == 30
+    assert utt["accuracy_difference"] == pytest.approx(
+        (ours["accuracy"]["successes"] - ps["accuracy"]["successes"]) / 30)
+    assert "accuracy" in peer["stream"] and peer["ours_stream"]["counts"] == report["e2e"]["outcomes"]
+
+
+def test_accuracy_figures(short_report):
+    """The accuracy suite needs no PocketSphinx: it runs and is checked whether or not the peer ran."""
+    _, report, _ = short_report
     acc = report["accuracy"]["conditions"]
     assert set(acc) == {"official", "pitch+300", "pitch+500", "pitch+700", "white-10dB", "white-5dB",
                         "white-0dB", "pink-10dB", "pink-5dB", "pink-0dB"}
@@ -92,7 +151,7 @@ def test_peer_and_accuracy_figures(short_report):
 def test_targets_and_markdown(short_report):
     out, report, _ = short_report
     ids = {t["id"] for t in report["targets"]}
-    assert ids == {"inference_p99", "inference_p99_x86", "e2e_p50", "e2e_p95", "accuracy_official",
+    assert ids == {"inference_p99", "inference_median_x86", "e2e_p50", "e2e_p95", "accuracy_official",
                    "accuracy_e2e", "rtf_x86", "peak_rss", "idle_cpu_x86", "peer_speed", "peer_accuracy"}
     assert all(t["measured"] is not None for t in report["targets"] if not t["skipped"])
     md = (out / "t.md").read_text()
@@ -118,12 +177,12 @@ def test_own_broker_and_bad_model(tmp_path, bench_model, fsdd_dir):
     with LocalBroker() as broker:
         proc = run_bench(["--short", "--only", "e2e", "--e2e-words", "4", "--model", str(bench_model),
                           "--broker", f"{broker.host}:{broker.port}"], tmp_path, fsdd_dir)
-    assert proc.returncode in (0, 1), proc.stderr[-3000:]
     report = json.loads((tmp_path / "t.json").read_text())
+    assert proc.returncode == exit_code_of(report), proc.stderr[-3000:]
     assert report["errors"] == {} and report["e2e"]["stream"]["utterances"] == 4
     assert report["settings"]["broker"] == f"{broker.host}:{broker.port}"
     bad = run_bench(["--short", "--model", str(tmp_path / "missing.onnx")], tmp_path / "x", fsdd_dir)
-    assert bad.returncode not in (0, 1) and "missing.onnx" in bad.stderr
+    assert bad.returncode == 65 and "missing.onnx" in bad.stderr  # EXIT_DATAERR: the model cannot be used
 
 
 def test_without_optional_packages(tmp_path, bench_model, fsdd_dir):
@@ -139,8 +198,8 @@ def test_without_optional_packages(tmp_path, bench_model, fsdd_dir):
                            "--runs", "20", "--warmup", "2", "--model", str(bench_model),
                            "--out-dir", str(tmp_path), "--stem", "t"],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=300, check=False)
-    assert proc.returncode in (0, 1), proc.stderr[-3000:]
     report = json.loads((tmp_path / "t.json").read_text())
+    assert proc.returncode == exit_code_of(report), proc.stderr[-3000:]
     assert report["errors"] == {}
     runtimes = report["inference"]["runtimes"]
     assert "latency_ms" in runtimes["int8"]

@@ -6,9 +6,10 @@ Run with Debian's /usr/bin/python3 (it has python3-seccomp):
 
 Every system call not listed in ALLOWED_SYSCALLS_FILE fails with EPERM (SystemCallErrorNumber=EPERM);
 the list is the unit's filter expanded by `systemd-analyze syscall-filter` (see the test).
---deny-write-execute adds what MemoryDenyWriteExecute=yes does: no mmap() that is both writable and
-executable, no mprotect()/pkey_mprotect() that adds PROT_EXEC. Also sets UMask=0077. no_new_privs is
-set by libseccomp when the filter is loaded (as NoNewPrivileges=yes).
+--deny-write-execute approximates MemoryDenyWriteExecute=yes with its system-call rules: no mmap() that is
+both writable and executable, no mprotect()/pkey_mprotect() that adds PROT_EXEC (systemd also refuses
+shmat(SHM_EXEC), and on newer kernels sets PR_SET_MDWE instead; neither is reproduced here).
+Also sets UMask=0077. no_new_privs is set by libseccomp when the filter is loaded (as NoNewPrivileges=yes).
 """
 
 from __future__ import annotations

@@ -3,16 +3,17 @@
 The playbook runs exactly as `make deploy` runs it, with four differences set in the test inventory:
 the install prefix, config and unit directories point into a temporary directory, service management
 is off (no systemd as PID 1 here), and `become` is off (the test logs in as root). The status-topic
-health check stays on, against a test broker holding a retained `online`, so it is exercised too.
-The MQTT password comes from an ansible-vault file, as it would for a fleet, and the test broker
-accepts nothing else.
+health check stays on. In place of systemd starting the service, the test starts the installed daemon
+(the deployed venv and edge.toml, stdin as its audio source) as soon as the playbook has installed the
+unit, so the health check passes only on the `online` a real daemon publishes; with the daemon stopped
+it must fail. The MQTT password comes from an ansible-vault file, as it would for a fleet, and the test
+broker accepts nothing else.
 """
 
 from __future__ import annotations
 
 import grp
 import json
-import os
 import pwd
 import re
 import shlex
@@ -21,11 +22,12 @@ import stat
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
 import pytest
-from deploy_helpers import ROOT, ansible_env, venv_tool
+from deploy_helpers import ROOT, SHIPPED_MODEL_UNDER_TEST, ansible_env, venv_tool
 
 PLAYBOOK = ROOT / "deploy" / "playbook.yml"
 DEVICE_ID = "loopback-test"
@@ -104,6 +106,65 @@ class Deployment:
         return proc
 
 
+class StandInService:
+    """What systemd would do once the unit is installed: start the installed daemon with its edge.toml.
+
+    A thread waits for the playbook to write the unit file (the last file it installs, after the venv,
+    the model and the configuration) and then starts ``<prefix>/venv/bin/digitspot-edge run --config
+    <config>/edge.toml`` with the password in its environment, as EnvironmentFile= gives it. The audio
+    source is stdin (no microphone here): the daemon connects and reports ``online`` until stdin closes.
+    """
+
+    def __init__(self, deploy: Deployment, timeout_s: float = 900):
+        self.deploy = deploy
+        self.log = deploy.tmp / "stand-in-daemon.log"
+        self.proc: subprocess.Popen | None = None
+        self.started = threading.Event()
+        self._cancel = threading.Event()
+        self._thread = threading.Thread(target=self._start_when_installed, args=(timeout_s,), daemon=True)
+        self._thread.start()
+
+    def _start_when_installed(self, timeout_s: float) -> None:
+        unit = self.deploy.unit_dir / "digitspot.service"
+        deadline = time.monotonic() + timeout_s
+        while not unit.is_file():
+            if self._cancel.wait(0.2) or time.monotonic() > deadline:
+                return
+        argv = [str(self.deploy.prefix / "venv" / "bin" / "digitspot-edge"), "run", "--config",
+                str(self.deploy.config_dir / "edge.toml"), "--source", "stdin"]
+        env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "PYTHONUNBUFFERED": "1",
+               "DIGITSPOT_MQTT_PASSWORD": MQTT_PASSWORD}
+        with self.log.open("wb") as log:
+            self.proc = subprocess.Popen(argv, env=env, cwd="/", stdin=subprocess.PIPE, stdout=log, stderr=log)
+        self.started.set()
+
+    def stop(self) -> int | None:
+        """Close its stdin (end of input: it publishes ``offline`` and exits); the exit code, None if never started."""
+        self._cancel.set()
+        self._thread.join(10)
+        if self.proc is None:
+            return None
+        if self.proc.stdin and not self.proc.stdin.closed:
+            self.proc.stdin.close()
+        try:
+            return self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return self.proc.wait(10)
+
+
+def task_output(proc: subprocess.CompletedProcess[str], task: str) -> str:
+    """What ansible-playbook printed under ``TASK [digitspot : <task>]`` (empty if the task never ran)."""
+    header = f"TASK [digitspot : {task}]"
+    if header not in proc.stdout:
+        return ""
+    rest = proc.stdout.split(header, 1)[1].split("\n", 1)[1]
+    return re.split(r"^(?:TASK \[|RUNNING HANDLER \[|PLAY RECAP)", rest, maxsplit=1, flags=re.MULTILINE)[0].strip()
+
+
+HEALTH_TASK = "Wait until its status topic says online"
+
+
 def recap(proc: subprocess.CompletedProcess[str]) -> dict[str, int]:
     m = RECAP.search(proc.stdout)
     if not m:
@@ -113,32 +174,23 @@ def recap(proc: subprocess.CompletedProcess[str]) -> dict[str, int]:
 
 @pytest.fixture(scope="module")
 def deployment(tmp_path_factory, sshd, built_wheel, ship_model):
-    import paho.mqtt.client as mqtt
-    from paho.mqtt.enums import CallbackAPIVersion
-
     from digitspot.edge.devtools.local_broker import LocalBroker
 
-    # The broker accepts only the vaulted credentials: the health check proves they arrive intact.
+    # The broker accepts only the vaulted credentials: the health check proves they arrive intact. Nothing
+    # is retained on the status topic until the installed daemon publishes it.
     with LocalBroker(users={MQTT_USER: MQTT_PASSWORD}) as broker:
-        # What a running daemon leaves on its status topic; the playbook's health check must find it.
-        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="deploy-test")
-        client.username_pw_set(MQTT_USER, MQTT_PASSWORD)
-        client.connect(broker.host, broker.port)
-        client.loop_start()
-        client.publish(f"digitspot/{DEVICE_ID}/status", "online", qos=1, retain=True).wait_for_publish(10)
-        client.loop_stop()
-        client.disconnect()
-
         root = Path(tempfile.mkdtemp(prefix="digitspot-deploy-test-"))
         root.chmod(0o755)
         deploy = Deployment(tmp_path_factory.mktemp("deploy"), root, sshd, built_wheel, ship_model, broker.port)
         deploy.broker = broker
-        deploy.first = deploy.run()
-        deploy.second = deploy.run() if deploy.first.returncode == 0 else None
-        deploy.preview = deploy.run("--check", "--diff") if deploy.first.returncode == 0 else None
+        deploy.service = StandInService(deploy)
         try:
+            deploy.first = deploy.run()
+            deploy.second = deploy.run() if deploy.first.returncode == 0 else None
+            deploy.preview = deploy.run("--check", "--diff") if deploy.first.returncode == 0 else None
             yield deploy
         finally:
+            deploy.service.stop()
             shutil.rmtree(root, ignore_errors=True)
 
 
@@ -149,7 +201,10 @@ def _explain(proc: subprocess.CompletedProcess[str]) -> str:
 def test_first_run_deploys(deployment: Deployment) -> None:
     assert deployment.first.returncode == 0, _explain(deployment.first)
     assert recap(deployment.first)["changed"] > 0
-    assert "online" in deployment.first.stdout or "ok: [loopback]" in deployment.first.stdout
+    # The health check ran and passed, on the status of the daemon the test started from the install.
+    assert task_output(deployment.first, HEALTH_TASK) == "ok: [loopback]", _explain(deployment.first)
+    assert deployment.service.started.is_set() and deployment.service.proc.poll() is None, \
+        deployment.service.log.read_text()
 
 
 def test_second_run_changes_nothing(deployment: Deployment) -> None:
@@ -158,6 +213,7 @@ def test_second_run_changes_nothing(deployment: Deployment) -> None:
     counts = recap(deployment.second)
     changed = [line for line in deployment.second.stdout.splitlines() if line.startswith("changed:")]
     assert counts["changed"] == 0, f"second run changed things: {changed}\n{_explain(deployment.second)}"
+    assert task_output(deployment.second, HEALTH_TASK) == "ok: [loopback]", _explain(deployment.second)
     print(f"second run: {counts}")
 
 
@@ -264,39 +320,35 @@ def test_installed_venv_classifies_fsdd(deployment: Deployment, fsdd_test_files:
     correct = sum(g == t for g, t in zip(got, truth))
     print(f"installed venv: {correct}/{len(files)} FSDD test takes correct; equal to source tree: {got == want}")
     assert got == want
-    if os.environ.get("DIGITSPOT_TEST_MODEL") is None:  # the shipped model, not a stand-in
-        assert correct >= 0.8 * len(files)
+    if SHIPPED_MODEL_UNDER_TEST:
+        # The shipped model gets all 30 of these right (298 of all 300 official test takes); one miss of margin.
+        assert correct >= len(files) - 1, list(zip(files, got))
 
 
-def _publish_status(broker, value: str) -> None:
-    import paho.mqtt.client as mqtt
-    from paho.mqtt.enums import CallbackAPIVersion
-
-    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="deploy-test-status")
-    client.username_pw_set(MQTT_USER, MQTT_PASSWORD)
-    client.connect(broker.host, broker.port)
-    client.loop_start()
-    client.publish(f"digitspot/{DEVICE_ID}/status", value, qos=1, retain=True).wait_for_publish(10)
-    client.loop_stop()
-    client.disconnect()
-
-
-def test_health_check_sees_offline(deployment: Deployment) -> None:
-    """The installed status check fails (exit 1) while the device's retained status says offline."""
+def test_health_check_follows_the_daemon(deployment: Deployment) -> None:
+    """The installed status check passes while the daemon runs and fails once it has stopped; so does the
+    playbook's health check, which then names the reason."""
     check = [str(deployment.prefix / "venv" / "bin" / "python"), str(deployment.prefix / "bin" / "digitspot-check-status"),
              "--config", str(deployment.config_dir / "edge.toml"), "--timeout", "3"]
     env = {"PATH": "/usr/bin:/bin", "DIGITSPOT_MQTT_PASSWORD": MQTT_PASSWORD}
-    try:
-        _publish_status(deployment.broker, "offline")
-        offline = subprocess.run(check, env=env, capture_output=True, text=True, check=False)
-        assert offline.returncode == 1 and "offline" in offline.stdout, offline.stdout + offline.stderr
-        wrong = subprocess.run(check, env={**env, "DIGITSPOT_MQTT_PASSWORD": "wrong"}, capture_output=True,
-                               text=True, check=False)
-        assert wrong.returncode == 69 and "refused" in wrong.stderr, wrong.stdout + wrong.stderr
-    finally:
-        _publish_status(deployment.broker, "online")
+    assert deployment.service.proc is not None and deployment.service.proc.poll() is None, "the daemon is not running"
     online = subprocess.run(check, env=env, capture_output=True, text=True, check=False)
     assert online.returncode == 0 and online.stdout.strip().endswith("online"), online.stdout + online.stderr
+    wrong = subprocess.run(check, env={**env, "DIGITSPOT_MQTT_PASSWORD": "wrong"}, capture_output=True,
+                           text=True, check=False)
+    assert wrong.returncode == 69 and "refused" in wrong.stderr, wrong.stdout + wrong.stderr
+
+    assert deployment.service.stop() == 0, deployment.service.log.read_text()  # it leaves a retained offline
+    offline = subprocess.run(check, env=env, capture_output=True, text=True, check=False)
+    assert offline.returncode == 1 and "offline" in offline.stdout, offline.stdout + offline.stderr
+
+    proc = deployment.run("-e", "digitspot_health_timeout_s=3")
+    assert proc.returncode != 0 and recap(proc)["failed"] == 1, _explain(proc)
+    assert recap(proc)["changed"] == 0, _explain(proc)
+    assert "fatal: [loopback]: FAILED!" in task_output(proc, HEALTH_TASK), _explain(proc)
+    failure = task_output(proc, "Fail with the reason")
+    assert "digitspot is not healthy on loopback" in failure and f"digitspot/{DEVICE_ID}/status: offline" in failure, \
+        failure
 
 
 def _syscall_groups() -> dict[str, list[str]]:
@@ -395,11 +447,14 @@ def test_daemon_runs_sandboxed_as_the_service_user(deployment: Deployment, fsdd_
         digits = [json.loads(line)["digit"] for line in proc.stdout.splitlines() if line.startswith("{")]
         results[label] = (proc.returncode, digits, proc.stderr)
         print(f"sandboxed daemon ({label}): exit {proc.returncode}, digits {digits}, expected {expected}")
-    code, digits, log = results["filter"]
-    assert code == 0, log[-3000:]
-    assert "Operation not permitted" not in log and "PermissionError" not in log, log[-3000:]
-    assert sum(d == e for d, e in zip(digits, expected)) >= 2, log[-3000:]
-    assert "connected" in log.lower() or "online" in log.lower(), log[-3000:]
+    # Both runs, the unit's filter alone and with the W^X rules that MemoryDenyWriteExecute=yes adds, run
+    # to the end and hear every word (x86_64; systemd/digitspot.service and docs/deploy.md cite this).
+    for label, (code, digits, log) in results.items():
+        assert code == 0, f"{label}: {log[-3000:]}"
+        assert "Operation not permitted" not in log and "PermissionError" not in log, f"{label}: {log[-3000:]}"
+        assert digits == expected if SHIPPED_MODEL_UNDER_TEST else len(digits) == len(expected), \
+            f"{label}: {digits}\n{log[-3000:]}"
+        assert "connected" in log.lower() or "online" in log.lower(), f"{label}: {log[-3000:]}"
     # and the file system really was read-only for it: even a world-writable directory
     scratch = root / "scratch"
     scratch.mkdir(mode=0o777, exist_ok=True)

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-from deploy_helpers import ROOT, VENV_BIN
+from deploy_helpers import ROOT, SHIPPED_MODEL_UNDER_TEST, VENV_BIN
 
 UNIT = ROOT / "systemd" / "digitspot.service"
 INSTALL_PREFIX, CONFIG_DIR = "/opt/digitspot", "/etc/digitspot"
@@ -99,7 +99,7 @@ def test_unit_has_the_required_settings(unit) -> None:
     assert first["DevicePolicy"] == "closed" and first["DeviceAllow"] == "char-alsa rw"
     assert first["CapabilityBoundingSet"] == "" and first["NoNewPrivileges"] == "yes"
     assert first["ProtectSystem"] == "strict" and first["RestrictAddressFamilies"] == "AF_UNIX AF_INET AF_INET6"
-    assert "MemoryDenyWriteExecute" not in service  # onnxruntime needs W+X memory; the unit says why
+    assert "MemoryDenyWriteExecute" not in service  # off until measured on aarch64; the unit says why
     assert "MemoryDenyWriteExecute" in UNIT.read_text()
     assert service["ExecStart"] == [f"{INSTALL_PREFIX}/venv/bin/digitspot-edge run --config {CONFIG_DIR}/edge.toml"]
 
@@ -209,16 +209,26 @@ def test_execstart_runs_as_written(unit, installed_layout, fsdd_test_files: list
         env["WATCHDOG_USEC"] = str(int(watchdog_s * 1e6))
 
         received: list[tuple[str, bytes]] = []
+        subscribed, offline = threading.Event(), threading.Event()
+
+        def on_message(client, userdata, msg) -> None:
+            received.append((msg.topic, msg.payload))
+            if msg.topic.endswith("/status") and msg.payload == b"offline" and any(
+                    t.endswith("/status") and p == b"online" for t, p in received):
+                offline.set()  # the service's last word: it went online and is now offline
+
         sub = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="unit-test-subscriber")
         sub.username_pw_set(user, password)
         sub.on_connect = lambda c, *a: c.subscribe(f"digitspot/{device_id}/#", qos=1)
-        sub.on_message = lambda c, u, msg: received.append((msg.topic, msg.payload))
+        sub.on_subscribe = lambda *a: subscribed.set()
+        sub.on_message = on_message
         sub.connect(broker.host, broker.port)
         sub.loop_start()
         try:
+            assert subscribed.wait(10), "the test subscriber got no SUBACK"
             argv = shlex.split(service["ExecStart"][0])
             proc = subprocess.run(argv, env=env, cwd="/", capture_output=True, text=True, timeout=120, check=False)
-            time.sleep(1.0)
+            offline.wait(10)  # delivered after the process exits; asserted below
         finally:
             sub.loop_stop()
             sub.disconnect()
@@ -234,7 +244,10 @@ def test_execstart_runs_as_written(unit, installed_layout, fsdd_test_files: list
     statuses = [payload.decode() for topic, payload in received if topic.endswith("/status")]
     print(f"ExecStart as written: published digits {digits}, expected {expected}; status {statuses}")
     assert "online" in statuses and statuses[-1] == "offline"
-    assert len(digits) >= 2 and sum(d == e for d, e in zip(digits, expected)) >= 2, log[-3000:]
+    if SHIPPED_MODEL_UNDER_TEST:
+        assert digits == expected, log[-3000:]  # the shipped model hears these three takes right
+    else:
+        assert len(digits) == len(expected), log[-3000:]
 
 
 def test_execstart_is_the_cli_users_run() -> None:

@@ -61,6 +61,8 @@ class Subscriber:
     def __post_init__(self):
         self.lock = threading.Lock()
         self.connected = threading.Event()
+        self.subscribed = threading.Event()  # every topic's SUBACK is back: messages from now on arrive
+        self._unacked: set[int] = set()
         self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=self.client_id or "",
                                   clean_session=self.clean, protocol=mqtt.MQTTv311)
         if self.tls_ca:
@@ -70,13 +72,22 @@ class Subscriber:
         self.client.reconnect_delay_set(1, 1)
         self.client.on_connect = self._on_connect
         self.client.on_message = self._on_message
+        self.client.on_subscribe = self._on_subscribe
         self.client.on_disconnect = lambda *a: self.connected.clear()
 
     def _on_connect(self, client, userdata, flags, reason_code, properties):
         if not reason_code.is_failure:
-            for t in self.topics:
-                client.subscribe(t, qos=1)
+            with self.lock:
+                self._unacked = {client.subscribe(t, qos=1)[1] for t in self.topics}
             self.connected.set()
+
+    def _on_subscribe(self, client, userdata, mid, reason_code_list, properties):
+        if any(rc.is_failure for rc in reason_code_list):
+            return  # refused: `subscribed` stays unset and start() says so
+        with self.lock:
+            self._unacked.discard(mid)
+            if not self._unacked:
+                self.subscribed.set()
 
     def _on_message(self, client, userdata, msg):
         with self.lock:
@@ -86,7 +97,7 @@ class Subscriber:
         self.client.connect_async(self.host, self.port, keepalive=30)
         self.client.loop_start()
         assert self.connected.wait(timeout), "test subscriber could not connect"
-        time.sleep(0.2)  # let the SUBACKs come back
+        assert self.subscribed.wait(timeout), f"test subscriber got no SUBACK for {self.topics}"
         return self
 
     def stop(self) -> None:

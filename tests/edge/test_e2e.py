@@ -3,8 +3,10 @@
 A stream of FSDD official-test takes with random 0.5-1.5 s gaps over white background noise (plus a
 4 s stretch of louder noise alone) is played in real time, from a file (``--source file --realtime``)
 and through stdin (written at real-time pace by this test, like ``arecord | digitspot-edge``).
-Exactly one message per utterance, >= 95% correct, none in the noise stretch. Latency percentiles
-are printed (run pytest with -s to see them), never asserted: timing depends on the machine.
+Exactly one message per utterance, none in the noise stretch, and on the fixture model exactly the digits
+it is known to publish (golden values: the segmenter and the model decide on the samples, not on the
+clock, so a stream gives the same digits every run). Latency percentiles are printed (run pytest with -s
+to see them), never asserted: timing depends on the machine.
 """
 
 from __future__ import annotations
@@ -14,12 +16,19 @@ import subprocess
 import time
 
 import pytest
-from helpers import percentiles
+from helpers import FIXTURE_MODEL, percentiles
 from streams import RATE, build_stream, match, pick_takes
 
 pytestmark = pytest.mark.slow
 
-MQTT_ARGS = ["--device-id", "e2e", "--log-level", "info", "--min-confidence", "0.4", "--no-discovery"]
+MQTT_ARGS = ["--device-id", "e2e", "--log-level", "info", "--no-discovery"]
+
+
+# What the fixture model publishes wrong on each stream below, by utterance: {stream file name: digit}.
+# Every other utterance comes out as the digit spoken. (8_george_4 is one of the fixture's five misses
+# among the 300 official test takes.)
+FIXTURE_WRONG = {"file --realtime": {}, "stdin": {"8_george_4.wav": 6}}
+OTHER_MODEL_MAX_WRONG = 1  # DIGITSPOT_TEST_MODEL=another model: no golden values; at most one miss per stream
 
 
 def unique_digits(sub) -> list:
@@ -32,7 +41,7 @@ def unique_digits(sub) -> list:
     return out
 
 
-def check(stream, received, label: str) -> dict:
+def check(stream, received, label: str, model) -> dict:
     events = [d for d, _ in received]
     outcome = match(stream, events)
     n = len(stream.utterances)
@@ -40,7 +49,11 @@ def check(stream, received, label: str) -> dict:
           f"{outcome['missed']} missed, {outcome['extra']} extra ({outcome['in_noise']} in noise)")
     assert outcome["in_noise"] == 0, "a digit was published during the noise-only stretch"
     assert outcome["missed"] == 0 and outcome["extra"] == 0, f"not exactly one message per utterance: {outcome}"
-    assert outcome["correct"] >= 0.95 * n, f"accuracy {outcome['correct']}/{n} below 95%"
+    wrong = {u.path: d["digit"] for u, d in outcome["pairs"] if d["digit"] != u.digit}
+    if model == FIXTURE_MODEL:
+        assert wrong == FIXTURE_WRONG[label], f"the fixture model's digits changed: {wrong}"
+    else:
+        assert len(wrong) <= OTHER_MODEL_MAX_WRONG, f"{model.name} heard {len(wrong)} of {n} wrong: {wrong}"
     return outcome
 
 
@@ -53,7 +66,7 @@ def test_file_realtime_end_to_end(broker, subscriber_factory, daemon_factory, fs
     assert daemon.wait(timeout=len(stream.audio) / RATE + 60) == 0, daemon.stderr()
     sub.wait_for(lambda ms: sum(m.topic.endswith("/digit") for m in ms) >= 50, timeout=3)
     received = unique_digits(sub)
-    outcome = check(stream, received, "file --realtime")
+    outcome = check(stream, received, "file --realtime", e2e_model)
     # Latency: the daemon's own clock maps stream offsets to wall time (speech_end <-> audio_end_ms),
     # so the utterance's real last sample is at speech_end + (true end - audio_end_ms).
     arrival = {d["seq"]: at for d, at in received}
@@ -101,7 +114,7 @@ def test_stdin_end_to_end(broker, subscriber_factory, daemon_factory, fsdd_test_
     assert daemon.wait(timeout=30) == 0, daemon.stderr()
     sub.wait_for(lambda ms: sum(m.topic.endswith("/digit") for m in ms) >= 25, timeout=3)
     received = unique_digits(sub)
-    outcome = check(stream, received, "stdin")
+    outcome = check(stream, received, "stdin", e2e_model)
     arrival = {d["seq"]: at for d, at in received}
     lat = [(arrival[d["seq"]] - written_at[u.end * 2]) * 1000 for u, d in outcome["pairs"]]
     print(f"[stdin] last sample written -> subscriber: {percentiles(lat)}")

@@ -10,8 +10,8 @@ import pytest
 from digitspot.edge.audio_io import load_audio
 from digitspot.edge.classifier import Prediction
 from digitspot.edge.config import build_config
-from digitspot.edge.events import DigitEvent, DiscoveryConfig, ScoredDigit
 from digitspot.edge.devtools.local_broker import free_port
+from digitspot.edge.events import DigitEvent, DiscoveryConfig, ScoredDigit
 from digitspot.edge.resampler import StreamingResampler
 from digitspot.edge.vad_segmenter import SegmenterSettings, VadSegmenter
 
@@ -108,10 +108,16 @@ def test_tail_after_an_early_decision_is_not_a_second_digit(seven):
     word = np.concatenate([seven[: int(0.3 * RATE)], np.zeros(int(0.09 * RATE), np.float32), burst])
     audio = noisy(RATE * 2 + len(word))
     audio[RATE : RATE + len(word)] += word
-    seg = VadSegmenter(SegmenterSettings(), fake_classifier(0.99))
+    settings = SegmenterSettings()
+    seg = VadSegmenter(settings, fake_classifier(0.99))
     results = [u for u, _ in feed(seg, audio)]
-    assert sum(u.accepted for u in results) == 1
-    assert any("tail" in u.reason for u in results if not u.accepted) or len(results) == 1
+    accepted = [u for u in results if u.accepted]
+    assert len(accepted) == 1 and accepted[0].early and accepted[0].prediction.digit == 7
+    # The burst became a segment of its own, and the tail guard (nothing else) turned it down.
+    rejected = [u for u in results if not u.accepted]
+    assert [u.reason for u in rejected] == ["tail of the previous word"], [u.reason for u in results]
+    gap_ms = (rejected[0].start_sample - accepted[0].end_sample) * 1000 / RATE
+    assert 0 <= gap_ms <= settings.tail_guard_ms
 
 
 @pytest.mark.parametrize("kind", ["silence", "click", "long_noise_burst", "steady_noise"])

@@ -50,7 +50,8 @@ def test_broker_outage_loses_nothing_and_keeps_order(tmp_path, subscriber_factor
         daemon = daemon_factory(["--model", str(fixture_model), "--source", "stdin", "--input-rate", str(RATE),
                                  "--mqtt-host", broker.host, "--mqtt-port", str(broker.port),
                                  "--device-id", "outage", "--print"] + BASE, stdin=subprocess.PIPE)
-        time.sleep(1.0)  # connected and online before the first word
+        status = subscriber_factory(broker.host, broker.port, ["digitspot/outage/status"])
+        assert wait_online(status), daemon.stderr()  # connected and online before the first word
         events = {"stopped": None, "started": None}
 
         def progress(t: float) -> None:
@@ -133,15 +134,18 @@ def test_sigterm_exits_0_offline_info_and_discovery(broker, subscriber_factory, 
     assert "Traceback" not in daemon.stderr()
 
 
-def test_no_discovery_flag(broker, subscriber_factory, daemon_factory, fixture_model):
+def test_no_discovery_flag(broker, subscriber_factory, daemon_factory, fixture_model, fsdd_test_files):
     sub = subscriber_factory(broker.host, broker.port, ["digitspot/nd/#", "homeassistant/#"])
-    daemon = daemon_factory(["--model", str(fixture_model), "--source", "stdin", "--mqtt-host", broker.host,
-                             "--mqtt-port", str(broker.port), "--device-id", "nd", "--no-discovery"],
-                            stdin=subprocess.PIPE)
+    daemon = daemon_factory(["--model", str(fixture_model), "--source", "stdin", "--input-rate", str(RATE),
+                             "--mqtt-host", broker.host, "--mqtt-port", str(broker.port), "--device-id", "nd",
+                             "--no-discovery"], stdin=subprocess.PIPE)
     assert wait_online(sub)
-    time.sleep(0.3)
-    assert not [m for m in sub.messages if m.topic.startswith("homeassistant/")]
+    # One word after connecting: whatever the daemon publishes on connecting (discovery, when it is on)
+    # reaches the subscriber before the word's digit does.
+    daemon.proc.stdin.write(build_stream(fsdd_test_files[:1], noise_dbfs=-70, lead_s=0.5).s16le())
     daemon.proc.stdin.close()
+    assert sub.wait_for(lambda ms: any(m.topic == "digitspot/nd/digit" for m in ms), 15), daemon.stderr()
+    assert not [m for m in sub.messages if m.topic.startswith("homeassistant/")]
     assert daemon.wait(15) == 0
 
 

@@ -59,6 +59,18 @@ def tls_broker(tmp_path, pki):
     b.close()
 
 
+def wait_for_log(daemon, predicate, timeout: float) -> bool:
+    """Poll the daemon's stderr until ``predicate(lines)`` holds or ``timeout`` seconds pass (or it exits)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate(daemon.stderr().splitlines()):
+            return True
+        if daemon.proc.poll() is not None:
+            break
+        time.sleep(0.05)
+    return bool(predicate(daemon.stderr().splitlines()))
+
+
 def daemon_args(model: Path, broker: LocalBroker, ca: Path, password_file: Path, device: str) -> list[str]:
     return ["--model", str(model), "--source", "stdin", "--mqtt-host", "localhost", "--mqtt-port",
             str(broker.tls_port), "--mqtt-ca-file", str(ca), "--mqtt-username", "edge",
@@ -84,7 +96,11 @@ def test_tls_failures_log_one_clear_line_and_retry(case, tls_broker, pki, daemon
     pw.write_text(("not-the-" + PASSWORD) if case == "wrong_password" else PASSWORD)
     ca = pki["other_ca"] if case == "unknown_ca" else pki["ca"]
     daemon = daemon_factory(daemon_args(fixture_model, tls_broker, ca, pw, "bad"), stdin=subprocess.PIPE)
-    time.sleep(4.5)  # long enough for a few reconnect attempts (backoff 1, 2 s ...)
+    # The first failed attempt logs the error; each retry after it (backoff 1, 2 s ...) logs the same
+    # problem again at debug level, "(still)". Wait for two retries, then count the error lines.
+    assert wait_for_log(daemon, lambda lines: any(" ERROR " in line for line in lines), 20), daemon.stderr()
+    assert wait_for_log(daemon, lambda lines: sum(line.endswith("(still)") for line in lines) >= 2, 20), \
+        f"no retries logged after the error: {daemon.stderr()}"
     assert daemon.proc.poll() is None, f"daemon died: {daemon.stderr()}"
     log = daemon.stderr()
     errors = [line for line in log.splitlines() if " ERROR " in line]

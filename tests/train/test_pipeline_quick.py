@@ -17,7 +17,7 @@ from digitspot.edge.classifier import OnnxDigitClassifier, softmax
 from digitspot.edge.devtools.fsdd import FsddTake
 from digitspot.train import data as fsdd
 from digitspot.train.augment import clean_batch
-from digitspot.train.onnx_tools import ort_logits, torch_logits
+from digitspot.train.onnx_tools import PARITY_TOLERANCE, ort_logits, torch_logits
 from digitspot.train.training import load_checkpoint
 
 STAGE_CONFIGS = ["recipe.json", "data.json", "synth.json", "teacher.pt.json", "student.pt.json", "pruned.pt.json",
@@ -61,7 +61,9 @@ def test_card_fields(quick_run):
     assert card.sample_rate == 8000 and card.window_samples == 8000
     assert card.labels == [str(d) for d in range(10)]
     assert (card.input_name, card.output_name) == ("audio", "logits")
-    assert card.opset >= 17
+    for model in (path, quick_run["out"] / "digitspot-fp32.onnx"):  # the opset the graph itself declares
+        graph_opset = [o.version for o in onnx.load(str(model)).opset_import if o.domain in ("", "ai.onnx")]
+        assert [load_card(model).opset] == graph_opset, model.name
     q = card.quantization
     assert (q.scheme, q.weight_dtype, q.per_channel, sorted(q.op_types)) == ("static-qdq", "int8", True,
                                                                              ["Conv", "Gemm"])
@@ -152,6 +154,13 @@ def test_report(quick_run):
     assert "issue" not in report.lower()  # the report says what is measured, not the history of its targets
 
 
+def top1_agreement(model_dir: Path, windows: np.ndarray) -> float:
+    """Share of ``windows`` on which ``model_dir``'s INT8 and FP32 ONNX models pick the same digit."""
+    fp32 = ort_logits(model_dir / "digitspot-fp32.onnx", windows).argmax(1)
+    int8 = ort_logits(model_dir / "digitspot.onnx", windows).argmax(1)
+    return float((fp32 == int8).mean())
+
+
 def test_quantize_refuses_an_int8_model_that_disagrees_with_fp32(quick_run, fsdd_dir, tmp_path, capsys):
     """Below the recipe's agreement floor the previous INT8 model and its card stay as they were (what
     `make train` relies on); LOSO folds (``gate=False``) record the miss and go on."""
@@ -161,6 +170,7 @@ def test_quantize_refuses_an_int8_model_that_disagrees_with_fp32(quick_run, fsdd
     from digitspot.train.export import stage_quantize
     from digitspot.train.onnx_tools import ExportError
     from digitspot.train.recipe import preset
+    from digitspot.train.stages import windowed_test_set
     from digitspot.train.workspace import Workspace
 
     run, out = tmp_path / "run", tmp_path / "out"
@@ -176,9 +186,11 @@ def test_quantize_refuses_an_int8_model_that_disagrees_with_fp32(quick_run, fsdd
     load_card(out / "digitspot.onnx")  # verifies that model and card still belong together
     assert not [p.name for p in out.iterdir() if "candidate" in p.name or p.name.endswith(".tmp")]
     result = stage_quantize(ws, gate=False)
-    assert 0.0 <= result["int8_vs_fp32_top1_agreement"] <= 1.0
     assert "recorded, not fatal" in capsys.readouterr().err
-    load_card(out / "digitspot.onnx")
+    # The recorded agreement is the two models' top-1 agreement on the split's test windows, and the card says so.
+    assert result["int8_vs_fp32_top1_agreement"] == top1_agreement(out, windowed_test_set(ws))
+    assert load_card(out / "digitspot.onnx").metrics["int8_vs_fp32_top1_agreement"] == result[
+        "int8_vs_fp32_top1_agreement"]
 
 
 def test_stage_subcommands_rerun_on_the_run_dir(run_train, quick_run, fsdd_dir):
@@ -205,9 +217,12 @@ def test_loso_two_folds_in_parallel(run_train, quick_run, fsdd_dir):
     assert loso["jobs"] == 2 and not loso["complete"]
     for fold in loso["folds"]:
         assert fold["test_files"] == 20  # quick: 2 takes x 10 digits of the held-out speaker
-        assert 0.0 <= fold["parity_onnx_fp32_vs_torch_max_abs"] < 1e-2  # recorded per fold (no gate there)
-        assert 0.0 <= fold["int8_vs_fp32_top1_agreement"] <= 1.0  # recorded per fold too
+        # Recorded per fold, not gated there; a fold exports like the shipped model, so it meets the same bound.
+        assert fold["parity_onnx_fp32_vs_torch_max_abs"] <= PARITY_TOLERANCE
         data = json.loads((run / fold["speaker"] / "data.json").read_text())
+        clips = fsdd.load_clips([FsddTake.parse(p) for p in data["files"]["test"]], progress=False)
+        windows = clean_batch(clips.clips, 8000)
+        assert fold["int8_vs_fp32_top1_agreement"] == top1_agreement(run / fold["speaker"], windows)
         held_out = f"_{fold['speaker']}_"
         assert all(held_out not in p for p in data["files"]["train"] + data["files"]["validation"])
         assert all(held_out in p for p in data["files"]["test"])
@@ -269,7 +284,12 @@ def test_sigterm_to_loso_stops_its_fold_workers(quick_run, fsdd_dir):
                 break
             time.sleep(0.5)
         assert len(workers) >= 2, f"no fold workers seen (exit {proc.poll()})"
-        time.sleep(3)  # let the folds start training
+        # A fold writes synth.json when its data is loaded, right before training starts.
+        started = [base / "loso-killed" / speaker / "synth.json" for speaker in ("theo", "george")]
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and proc.poll() is None and not all(p.is_file() for p in started):
+            time.sleep(0.5)
+        assert all(p.is_file() for p in started), f"the folds did not start training (exit {proc.poll()})"
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=60) == 128 + signal.SIGTERM
         deadline = time.monotonic() + 30
@@ -285,12 +305,26 @@ def test_sigterm_to_loso_stops_its_fold_workers(quick_run, fsdd_dir):
         log.close()
 
 
-def test_edge_cli_classifies_with_the_quick_model(quick_run, fsdd_test_files):
+def test_edge_cli_classifies_with_the_quick_model(quick_run):
+    """`digitspot-edge classify` on the split's test files gives, file for file, the digit and confidence of
+    the in-process classifier that the evaluate stage uses, and so exactly the right digits the card counts.
+
+    Golden digits of the quick model itself would say little (two epochs: it does about as well as chance)."""
     import subprocess
     import sys
 
-    result = subprocess.run([sys.executable, "-m", "digitspot.edge.cli", "classify", str(fsdd_test_files[0]),
-                             "--model", str(quick_run["out"] / "digitspot.onnx")], capture_output=True, text=True, check=False)
+    model = quick_run["out"] / "digitspot.onnx"
+    files = json.loads((quick_run["run"] / "data.json").read_text())["files"]["test"]
+    result = subprocess.run([sys.executable, "-m", "digitspot.edge.cli", "classify", "--model", str(model), *files],
+                            capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stderr
-    line = json.loads(result.stdout.strip().splitlines()[0])
-    assert set(line) >= {"path", "digit", "confidence"}
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [line["path"] for line in lines] == files
+    classifier = OnnxDigitClassifier(model, threads=1)
+    in_process = [classifier.classify(load_audio(f, 8000)) for f in files]
+    assert [(line["digit"], line["confidence"]) for line in lines] == [
+        (p.digit, round(p.confidence, 4)) for p in in_process]
+    right = sum(line["digit"] == FsddTake.parse(line["path"]).digit for line in lines)
+    card = load_card(model)
+    assert card.metrics["test_files"] == len(files)
+    assert right == round(card.metrics["official_accuracy_int8"] * len(files)), (right, len(files))
