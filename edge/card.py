@@ -18,6 +18,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,12 @@ from digitspot.edge.errors import ModelError
 SCHEMA_VERSION = 1
 DIGIT_LABELS = ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"]
 SHIPPED_MODEL_NAME = "digitspot.onnx"
+# The rates a model may run at: the daemon's segmenter (its high-pass filter and pitch lags, see
+# digitspot.edge.vad_segmenter) is built for 8 kHz, the rate of FSDD and of every model trained here.
+SUPPORTED_RATES = (8000,)
+# A window for one spoken word: a digit lasts well under 2 s.
+MIN_WINDOW_S = 0.1
+MAX_WINDOW_S = 10.0
 
 
 def shipped_model_path() -> Path:
@@ -109,7 +116,8 @@ class ModelCard:
         sample_rate: Hz of the raw audio the model expects (audio is resampled to it).
         window_samples: samples per inference window; shorter segments are zero-padded, longer ones cropped.
         labels: class index -> label; ``labels[i]`` is the digit for ``logits[:, i]``.
-        input_name / output_name: ONNX tensor names (float32 ``[batch, window_samples]`` -> ``[batch, 10]``).
+        input_name / output_name: ONNX tensor names (float32 ``[batch, window_samples]`` ->
+            ``[batch, len(labels)]``); the classifier checks the graph's shapes against the card at load.
         opset: ONNX opset of the graph.
         quantization: see :class:`Quantization`.
         parameter_count / nonzero_parameter_count: trainable weights before export, and those left after pruning.
@@ -164,15 +172,72 @@ class ModelCard:
             )
         known = {f.name for f in dataclasses.fields(cls)}
         kwargs = {k: v for k, v in data.items() if k in known}
+        for name in ("name", "sample_rate", "window_samples"):
+            if name not in kwargs:
+                raise ModelError(f"model card has no {name}: re-export the model")
+        kinds = _field_kinds(cls)
+        for name, value in kwargs.items():
+            if name != "thresholds":  # Thresholds.from_dict reads its own section
+                _check_type(name, value, kinds[name])
         kwargs["thresholds"] = Thresholds.from_dict(kwargs.get("thresholds"))
-        try:
-            kwargs["quantization"] = Quantization(**kwargs.get("quantization", {}))
-            card = cls(**kwargs)
-        except TypeError as exc:
-            raise ModelError(f"model card is malformed ({exc}): re-export the model") from exc
-        if card.sample_rate <= 0 or card.window_samples <= 0 or not card.labels:
-            raise ModelError("model card has no sample_rate, window_samples or labels: re-export the model")
+        quantization = kwargs.get("quantization", {})
+        quantization_kinds = _field_kinds(Quantization)
+        for name, value in quantization.items():
+            if name in quantization_kinds:
+                _check_type(f"quantization.{name}", value, quantization_kinds[name])
+        kwargs["quantization"] = Quantization(**{k: v for k, v in quantization.items() if k in quantization_kinds})
+        card = cls(**kwargs)
+        card.check_plausible()
         return card
+
+    def check_plausible(self) -> None:
+        """Refuse values no model of this runtime can have (the graph itself is checked when it is loaded:
+        see ``digitspot.edge.classifier``)."""
+        if self.sample_rate not in SUPPORTED_RATES:
+            raise ModelError(f"model card sample_rate = {self.sample_rate!r} Hz, but this runtime runs models at "
+                             f"{' or '.join(map(str, SUPPORTED_RATES))} Hz only (the segmenter is built for it): "
+                             "fix the card or re-export the model")
+        if not MIN_WINDOW_S <= self.window_samples / self.sample_rate <= MAX_WINDOW_S:
+            raise ModelError(f"model card window_samples = {self.window_samples} is "
+                             f"{self.window_samples / self.sample_rate:g} s at {self.sample_rate} Hz, not a window "
+                             f"for one spoken word ({MIN_WINDOW_S}-{MAX_WINDOW_S} s): re-export the model")
+        if not self.labels or not all(label for label in self.labels) or len(set(self.labels)) != len(self.labels):
+            raise ModelError(f"model card labels {self.labels!r} must be distinct non-empty strings: re-export the model")
+
+
+# What a card field may hold, as JSON gives it (bool is not accepted where a number is meant).
+_JSON_KINDS: dict[str, tuple[type, ...]] = {
+    "str": (str,), "int": (int,), "number": (int, float), "bool": (bool,), "list[str]": (list,), "list": (list,),
+    "dict": (dict,),
+}
+_KIND_WORDS = {"str": "a string", "int": "a whole number", "number": "a number", "bool": "true or false",
+               "list[str]": "a list of strings", "list": "a list", "dict": "a JSON object"}
+
+
+def _json_kind(hint: Any) -> str:
+    """The JSON kind of a dataclass field's type hint (``list[str]`` -> "list[str]", a dataclass -> "dict")."""
+    origin = typing.get_origin(hint) or hint
+    if origin is list:
+        return "list[str]" if typing.get_args(hint) == (str,) else "list"
+    if origin is dict or dataclasses.is_dataclass(origin):
+        return "dict"
+    return {str: "str", int: "int", float: "number", bool: "bool"}[origin]
+
+
+def _field_kinds(cls: type) -> dict[str, str]:
+    return {name: _json_kind(hint) for name, hint in typing.get_type_hints(cls).items()}
+
+
+def _check_type(name: str, value: Any, kind: str) -> None:
+    """Raise ModelError unless ``value`` is of ``kind``: a card edited by hand must fail here, in one line,
+    not as a TypeError deep inside numpy or onnxruntime."""
+    ok = isinstance(value, _JSON_KINDS[kind]) and not (kind in ("int", "number") and isinstance(value, bool))
+    if ok and kind == "list[str]":
+        ok = all(isinstance(item, str) for item in value)
+    if not ok:
+        shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:37] + "..."
+        raise ModelError(f"model card {name} = {shown} is {type(value).__name__}, not {_KIND_WORDS[kind]}: "
+                         "re-export the model")
 
 
 def card_path_for(model_path: str | os.PathLike[str]) -> Path:

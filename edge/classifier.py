@@ -13,7 +13,14 @@ from pathlib import Path
 import numpy as np
 
 from digitspot.edge.audio_io import fit_to_window
-from digitspot.edge.card import SHIPPED_MODEL_NAME, ModelCard, Thresholds, load_card, shipped_model_path
+from digitspot.edge.card import (
+    DIGIT_LABELS,
+    SHIPPED_MODEL_NAME,
+    ModelCard,
+    Thresholds,
+    load_card,
+    shipped_model_path,
+)
 from digitspot.edge.errors import ModelError
 
 __all__ = ["SHIPPED_MODEL_NAME", "OnnxDigitClassifier", "Prediction", "default_model_path", "shipped_model_path"]
@@ -78,13 +85,50 @@ class OnnxDigitClassifier:
                 f"{self.model_path}: onnxruntime cannot load the model ({str(exc).splitlines()[0]}); "
                 "re-export it with digitspot-train export"
             ) from exc
-        names = [i.name for i in self.session.get_inputs()]
-        if self.card.input_name not in names:
-            raise ModelError(
-                f"{self.model_path}: model has inputs {names}, its card says {self.card.input_name!r}; "
-                "model and card do not belong together"
-            )
         self.labels = tuple(self.card.labels)
+        self._check_graph_against_card()
+
+    def _mismatch(self, what: str) -> ModelError:
+        return ModelError(f"{self.model_path}: {what}; model and card do not belong together: copy both files "
+                          "again, or re-export the model")
+
+    def _check_graph_against_card(self) -> None:
+        """Refuse, at load, a card that describes another graph than the one it passed the sha256 check with.
+
+        Without this a wrong ``window_samples`` or ``labels`` shows only at the first word (a traceback
+        after READY and ``online``), or never (a 3-output graph with a 10-label card names digits from
+        the wrong scores). The declared shapes are compared first; one window of quiet noise then goes
+        through the graph, which also catches what the declared shapes leave open (symbolic sizes).
+        """
+        card = self.card
+        bad = [label for label in self.labels if label not in DIGIT_LABELS]
+        if bad:
+            raise ModelError(f"{self.model_path}: card labels {bad} are not digits 0-9; this runtime publishes "
+                             "digits only: re-export the model")
+        inputs = {i.name: i for i in self.session.get_inputs()}
+        outputs = {o.name: o for o in self.session.get_outputs()}
+        if card.input_name not in inputs or len(inputs) != 1:
+            raise self._mismatch(f"the graph's inputs are {sorted(inputs)}, the card says {card.input_name!r}")
+        if card.output_name not in outputs:
+            raise self._mismatch(f"the graph's outputs are {sorted(outputs)}, the card says {card.output_name!r}")
+        graph_in, graph_out = inputs[card.input_name], outputs[card.output_name]
+        if graph_in.type != "tensor(float)":
+            raise self._mismatch(f"the graph's input {card.input_name!r} is {graph_in.type}, not float32 audio")
+        expected_in, expected_out = ["batch", card.window_samples], ["batch", len(self.labels)]
+        for tensor, expected, field in ((graph_in, expected_in, "window_samples"), (graph_out, expected_out, "labels")):
+            shape = list(tensor.shape)
+            if len(shape) != 2 or (isinstance(shape[1], int) and shape[1] != expected[1]):
+                raise self._mismatch(f"the graph's {tensor.name!r} is {shape}, the card's {field} make it "
+                                     f"{expected}")
+        probe = (np.random.default_rng(0).standard_normal((1, card.window_samples)) * 0.01).astype(np.float32)
+        try:
+            scores = self.logits(probe)
+        except Exception as exc:  # onnxruntime's own exception types
+            raise self._mismatch(f"the graph fails on one {card.window_samples}-sample window "
+                                 f"({str(exc).splitlines()[0]})") from exc
+        if scores.shape != (1, len(self.labels)):
+            raise self._mismatch(f"the graph gives {list(scores.shape)} scores for one window, the card's "
+                                 f"{len(self.labels)} labels need [1, {len(self.labels)}]")
 
     @property
     def sample_rate(self) -> int:

@@ -7,6 +7,7 @@ Errors are reported as one line on stderr with the exit codes listed in ``digits
 from __future__ import annotations
 
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -14,8 +15,12 @@ import click
 
 from digitspot.edge import __version__
 from digitspot.edge.cli_common import CONTEXT_SETTINGS, fail
-from digitspot.edge.errors import EXIT_OK, DigitspotError
+from digitspot.edge.errors import EXIT_OK, AudioError, DigitspotError
 from digitspot.edge.run_command import devices, run
+
+# The longest file `classify` reads: it names the one digit in a clip, and a digit lasts under 2 s; a
+# recording is `run --source file`'s job. Bounds the memory a file that claims hours can cost.
+CLASSIFY_MAX_SECONDS = 60
 
 
 @click.group(context_settings=CONTEXT_SETTINGS)
@@ -24,8 +29,8 @@ def main() -> None:
     """Spoken-digit sensor for a Raspberry Pi.
 
     Hear a digit, publish it over MQTT. `classify` labels audio files; `run` is the daemon.
-    Exit codes: 0 ok, 1 some inputs failed, 65 unusable model or audio, 66 missing input,
-    69 device or broker unavailable, 78 configuration error.
+    Exit codes: 0 ok, 2 bad usage, 65 unusable model or audio (or no speech), 66 missing input,
+    69 device or broker unavailable (or digits not delivered), 78 configuration error.
     """
 
 
@@ -37,11 +42,11 @@ def main() -> None:
 def classify(files: tuple[Path, ...], model_path: Path | None, threads: int) -> None:
     """Print the spoken digit in each audio FILE as one JSON line: path, digit, confidence.
 
-    Reads WAV, FLAC or OGG at any sample rate (stereo is mixed down). A file that cannot be read
-    gets a JSON line with an "error" key instead, the others are still classified, and the exit
-    code is that of the first failure (65 not audio, 66 missing).
+    Reads WAV, FLAC or OGG at any sample rate (stereo is mixed down), up to 60 s per file, from files
+    or pipes. A file that cannot be read or holds no speech gets a JSON line with an "error" key
+    instead, the others are still classified, and the exit code is that of the first failure
+    (65 not audio, empty, too long or no speech; 66 missing).
     """
-    from digitspot.edge.audio_io import load_audio
     from digitspot.edge.classifier import OnnxDigitClassifier
 
     try:
@@ -53,8 +58,7 @@ def classify(files: tuple[Path, ...], model_path: Path | None, threads: int) -> 
     with click.progressbar(files, label="classifying", file=sys.stderr, hidden=not show_progress) as bar:
         for path in bar:
             try:
-                samples = load_audio(path, classifier.sample_rate)
-                prediction = classifier.classify(samples)
+                prediction = classify_file(classifier, path)
             except DigitspotError as exc:
                 click.echo(json.dumps({"path": str(path), "error": str(exc)}))
                 click.echo(f"digitspot-edge: error: {exc}", err=True)
@@ -66,6 +70,23 @@ def classify(files: tuple[Path, ...], model_path: Path | None, threads: int) -> 
                 "confidence": round(prediction.confidence, 4),
             }))
     sys.exit(exit_code)
+
+
+def classify_file(classifier, path: Path):
+    """The model's prediction for one file, or the DigitspotError that says why there is none."""
+    from digitspot.edge.audio_io import load_audio, no_speech_reason
+
+    try:
+        samples = load_audio(path, classifier.sample_rate, max_seconds=CLASSIFY_MAX_SECONDS)
+    except MemoryError as exc:  # reads are bounded, so this is a very small machine; the batch goes on
+        raise AudioError(f"{path}: not enough memory to read it; split the file") from exc
+    why = no_speech_reason(samples, classifier.sample_rate)
+    if why is not None:
+        raise AudioError(f"{path}: no speech: {why}")
+    prediction = classifier.classify(samples)
+    if not math.isfinite(prediction.confidence):
+        raise AudioError(f"{path}: no speech: the model gives no score for this audio")
+    return prediction
 
 
 # `run` and `devices` live in their own module; it imports nothing from this one.

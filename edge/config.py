@@ -24,9 +24,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import re
 import socket
+import ssl
 import tomllib
 import typing
 from collections.abc import Mapping, Sequence
@@ -41,8 +43,13 @@ from digitspot.edge.errors import ConfigError, ModelError
 ENV_PREFIX = "DIGITSPOT_"
 PASSWORD_ENV = "DIGITSPOT_MQTT_PASSWORD"
 CONFIG_ENV = "DIGITSPOT_CONFIG"
+TOML_TABLES = ("digitspot", "edge")  # tables whose keys count as top-level keys
 SOURCES = ("mic", "file", "stdin")
 LOG_LEVELS = ("debug", "info", "warning", "error")
+# MQTT 3.1.1 strings (topics, client ids, user names) are at most 65535 bytes of UTF-8, and the keepalive
+# is a 16-bit number of seconds; paho does not check either before its network thread fails.
+MQTT_MAX_STRING_BYTES = 65535
+MQTT_MAX_KEEPALIVE_S = 65535
 # Settings whose default comes from the model card (None in EdgeConfig = the card's value).
 THRESHOLD_KEYS = tuple(f.name for f in dataclasses.fields(Thresholds))
 
@@ -217,7 +224,10 @@ def convert(name: str, value: Any, origin: str) -> Any:
         if kind is float:
             if isinstance(value, bool):
                 raise ValueError("expected a number")
-            return float(value)
+            number = float(value)
+            if not math.isfinite(number):
+                raise ValueError("expected a finite number")
+            return number
         if kind is Path:
             return Path(os.path.expanduser(str(value)))
         if name == "device" and isinstance(value, int):
@@ -239,13 +249,24 @@ def read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"config file {path} cannot be read ({exc})") from exc
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {path} is not valid TOML ({exc})") from exc
-    # A [digitspot] or [edge] table is accepted as well as top-level keys.
-    for table in ("digitspot", "edge"):
-        if isinstance(data.get(table), dict):
-            data = {**{k: v for k, v in data.items() if k != table}, **data[table]}
-    out: dict[str, Any] = {}
-    for raw_key, value in data.items():
+    # A [digitspot] or [edge] table is accepted as well as top-level keys. A key given twice (in two
+    # of these places, or as mqtt-host and mqtt_host) with different values is an error: which one
+    # should win is a guess, and a silent guess is how a sensor ends up on the wrong broker.
+    entries: list[tuple[str, str, Any]] = []  # (where, raw key, value)
+    for where, table in (("top level", data), *((f"[{name}]", data.get(name)) for name in TOML_TABLES)):
+        if isinstance(table, dict):
+            entries += [(where, k, v) for k, v in table.items() if not (table is data and k in TOML_TABLES
+                                                                          and isinstance(v, dict))]
+    seen: dict[str, tuple[str, str, Any]] = {}
+    for where, raw_key, value in entries:
         key = raw_key.replace("-", "_")
+        if key in seen and seen[key][2] != value:
+            first_where, first_key, first_value = seen[key]
+            raise ConfigError(f"config file {path}: {key} is set twice with different values ({first_where} "
+                              f"{first_key} = {_shown(first_value)}, {where} {raw_key} = {_shown(value)}); keep one")
+        seen.setdefault(key, (where, raw_key, value))
+    out: dict[str, Any] = {}
+    for key, (_, raw_key, value) in seen.items():
         if key in ("mqtt_password", "password"):
             raise ConfigError(
                 f"config file {path}: put the MQTT password in a separate file and set "
@@ -274,9 +295,11 @@ def read_password(cfg: EdgeConfig, environ: Mapping[str, str]) -> str | None:
         try:
             text = cfg.mqtt_password_file.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
+            # The path is not shown: a password typed where its file's path belongs must not reach a log.
             raise ConfigError(
-                f"mqtt_password_file {cfg.mqtt_password_file} cannot be read ({type(exc).__name__}); "
-                "check the path and that the daemon's user may read it"
+                f"mqtt_password_file cannot be read ({type(exc).__name__}; the path is not shown, in case it is "
+                "the password itself): give the path of a file holding only the password, readable by the "
+                "daemon's user"
             ) from exc
         return text.rstrip("\r\n") or None
     # An empty variable (e.g. ``DIGITSPOT_MQTT_PASSWORD=`` in a systemd EnvironmentFile) means: none.
@@ -307,9 +330,68 @@ def build_config(
     return cfg
 
 
+def _shown(value: Any, limit: int = 60) -> str:
+    """``repr`` of a value for a one-line message, shortened: a 70,000-character id must not fill the log."""
+    text = repr(value)
+    if len(text) <= limit:
+        return text
+    length = f" ({len(value)} characters)" if isinstance(value, str) else ""
+    return text[: limit - 3] + "..." + length
+
+
+def _topic_problem(topic: str) -> str | None:
+    """Why ``topic`` cannot be published to (MQTT 3.1.1, section 4.7), or None."""
+    if "#" in topic or "+" in topic:
+        return "must not contain the MQTT wildcards # or +"
+    if "\x00" in topic:
+        return "must not contain a NUL character"
+    if topic.startswith("$"):
+        return "must not start with $ (topics the broker reserves for itself)"
+    if len(topic.encode("utf-8")) > MQTT_MAX_STRING_BYTES:
+        return f"makes a topic longer than MQTT's {MQTT_MAX_STRING_BYTES} bytes; use a shorter one"
+    return None
+
+
+def mqtt_topics(cfg: EdgeConfig) -> dict[str, str]:
+    """The longest topic the daemon uses under each setting that topics are built from."""
+    topics = {"topic_prefix": f"{cfg.prefix}/status"}
+    if cfg.discovery:
+        topics["discovery_prefix"] = f"{cfg.discovery_prefix}/event/{cfg.device_id}/digit/config"
+    return topics
+
+
+def make_tls_context(cfg: EdgeConfig) -> ssl.SSLContext | None:
+    """The TLS context for the broker connection (None without TLS); a CA, certificate or key file that
+    OpenSSL cannot use is a ConfigError naming the setting, found at start rather than as a traceback."""
+    if not (cfg.mqtt_tls or cfg.mqtt_ca_file is not None):
+        return None
+    try:
+        context = ssl.create_default_context(cafile=str(cfg.mqtt_ca_file) if cfg.mqtt_ca_file else None)
+    except (ssl.SSLError, OSError) as exc:
+        raise ConfigError(f"mqtt_ca_file {cfg.mqtt_ca_file}: not a usable CA certificate ({_ssl_reason(exc)}); "
+                          "give the PEM file of the CA that signs the broker's certificate") from exc
+    if cfg.mqtt_cert_file is not None:
+        try:
+            # A key with a passphrase cannot be opened unattended: refuse it instead of prompting on a tty.
+            context.load_cert_chain(str(cfg.mqtt_cert_file), str(cfg.mqtt_key_file), password=lambda: b"")
+        except (ssl.SSLError, OSError) as exc:
+            raise ConfigError(
+                f"mqtt_cert_file {cfg.mqtt_cert_file} and mqtt_key_file {cfg.mqtt_key_file} cannot be used "
+                f"together ({_ssl_reason(exc)}); give a PEM certificate and its own unencrypted private key"
+            ) from exc
+    if cfg.mqtt_tls_insecure:
+        context.check_hostname = False
+    return context
+
+
+def _ssl_reason(exc: BaseException) -> str:
+    return getattr(exc, "reason", None) or (exc.strerror if isinstance(exc, OSError) and exc.strerror else None) \
+        or str(exc).splitlines()[0]
+
+
 def validate(cfg: EdgeConfig) -> None:
     def bad(key: str, why: str) -> ConfigError:
-        return ConfigError(f"{key} = {getattr(cfg, key)!r}: {why}")
+        return ConfigError(f"{key} = {_shown(getattr(cfg, key))}: {why}")
 
     if cfg.source not in SOURCES:
         raise bad("source", f"must be one of {', '.join(SOURCES)}")
@@ -338,8 +420,13 @@ def validate(cfg: EdgeConfig) -> None:
         raise bad("threads", "must be between 1 and 64")
     if not 1 <= cfg.queue_size <= 1_000_000:
         raise bad("queue_size", "must be between 1 and 1000000")
-    if cfg.mqtt_keepalive < 5:
-        raise bad("mqtt_keepalive", "must be at least 5 seconds")
+    if not 5 <= cfg.mqtt_keepalive <= MQTT_MAX_KEEPALIVE_S:
+        raise bad("mqtt_keepalive", f"must be between 5 and {MQTT_MAX_KEEPALIVE_S} seconds (MQTT's limit)")
+    for key in ("onset_db", "offset_db"):
+        if not 0.0 < getattr(cfg, key) <= 60.0:
+            raise bad(key, "must be above 0 and at most 60 dB (a level above the noise floor)")
+    if not cfg.mqtt_host.strip() or any(c.isspace() for c in cfg.mqtt_host):
+        raise bad("mqtt_host", "must be a host name or address")
     for key in ("preroll_ms", "hangover_ms", "offset_ms", "min_segment_ms", "max_segment_ms"):
         if not 0 <= getattr(cfg, key) <= 10_000:
             raise bad(key, "must be between 0 and 10000 ms")
@@ -351,6 +438,21 @@ def validate(cfg: EdgeConfig) -> None:
         raise bad("device_id", "use letters, digits, '-' and '_' only (it is part of topics and ids)")
     if cfg.topic_prefix is not None and (not cfg.topic_prefix.strip("/") or any(c in cfg.topic_prefix for c in "#+")):
         raise bad("topic_prefix", "must be a non-empty topic without wildcards (# +)")
+    if cfg.discovery and not cfg.discovery_prefix.strip("/"):
+        raise bad("discovery_prefix", "must be a non-empty topic (Home Assistant's is homeassistant)")
+    cfg.discovery_prefix = cfg.discovery_prefix.rstrip("/")
+    for key, topic in mqtt_topics(cfg).items():
+        problem = _topic_problem(topic)
+        if problem is not None:
+            # A long device_id makes every topic long: name it rather than the prefix it went into.
+            if len(cfg.device_id.encode("utf-8")) > MQTT_MAX_STRING_BYTES // 2:
+                key = "device_id"
+            raise bad(key, problem)
+    for key, value in (("mqtt_client_id", cfg.client_id), ("mqtt_username", cfg.mqtt_username)):
+        if value is not None and len(value.encode("utf-8")) > MQTT_MAX_STRING_BYTES:
+            # the client id is built from device_id unless set
+            raise bad(key if getattr(cfg, key) is not None else "device_id",
+                      f"is longer than MQTT's {MQTT_MAX_STRING_BYTES} bytes; use a shorter one")
     if (cfg.mqtt_cert_file is None) != (cfg.mqtt_key_file is None):
         raise ConfigError("mqtt_cert_file and mqtt_key_file go together: set both or neither")
     for key in ("mqtt_ca_file", "mqtt_cert_file", "mqtt_key_file"):
@@ -359,6 +461,8 @@ def validate(cfg: EdgeConfig) -> None:
             raise bad(key, "file not found")
     if cfg.mqtt_password is not None and cfg.mqtt_username is None:
         raise ConfigError("an MQTT password is set but no mqtt_username: set both")
+    if not cfg.no_mqtt:
+        make_tls_context(cfg)
 
 
 # --- what users are told: --help and the settings table in the docs --------------------------------

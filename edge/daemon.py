@@ -1,8 +1,11 @@
 """The daemon, wired in one place: source -> segmenter (VAD + early end) -> classifier -> event -> MQTT.
 
 Runs the audio loop on the main thread; paho's network thread and our MQTT publisher thread do the
-I/O. SIGTERM/SIGINT (and end of a file or stdin) end the loop, the segment in progress is decided,
-queued digits are flushed (bounded wait), ``offline`` is published, and ``run`` returns 0.
+I/O. SIGTERM, SIGINT and SIGHUP (and the end of a file or stdin) end the loop, the segment in progress
+is decided, queued digits are flushed (bounded wait), ``offline`` is published, and ``run`` returns 0;
+SIGHUP is handled like SIGTERM because a closed terminal or a `kill -HUP` must not lose the word in
+progress (there is nothing to reload: the configuration is read once). A file or stdin run whose digits
+did not all reach the broker returns 69 instead, and the log says how many did not.
 
 A microphone that is missing (at start or later) does not end the daemon: the status topic says
 ``offline``, the retained info says why (``offline_reason``), the source retries with backoff, and
@@ -25,6 +28,7 @@ from typing import Any
 from digitspot.edge import __version__
 from digitspot.edge.classifier import OnnxDigitClassifier, Prediction
 from digitspot.edge.config import THRESHOLD_KEYS, EdgeConfig, effective_thresholds
+from digitspot.edge.errors import EXIT_UNAVAILABLE
 from digitspot.edge.events import DigitEvent, DiscoveryConfig, InfoMessage, ScoredDigit, utc_ms
 from digitspot.edge.sd_notify import SystemdNotifier
 from digitspot.edge.sources import AudioSource, FileSource, MicSource, StdinSource
@@ -166,8 +170,10 @@ class Daemon:
         self.source.close()
 
     def run(self) -> int:
-        signal.signal(signal.SIGTERM, self.request_stop)
-        signal.signal(signal.SIGINT, self.request_stop)
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            # An ignored SIGHUP (started under nohup) stays ignored: that caller asked to outlive its terminal.
+            if not (signum == signal.SIGHUP and signal.getsignal(signum) == signal.SIG_IGN):
+                signal.signal(signum, self.request_stop)
         if self.publisher is not None:
             self.publisher.start()
         try:
@@ -187,17 +193,28 @@ class Daemon:
             for utterance in self.segmenter.finish():
                 self._handle(utterance)
         finally:
-            self.shutdown()
+            undelivered = self.shutdown()
+        if undelivered and self.cfg.source in ("file", "stdin"):
+            return EXIT_UNAVAILABLE  # a one-shot run: its caller must learn that digits were lost
         return 0
 
-    def shutdown(self) -> None:
+    def shutdown(self) -> int:
+        """Stop the publisher (bounded flush); log what was heard and delivered; return the undelivered count."""
         self.notifier.stopping()
         self.notifier.status("stopping")
-        if self.publisher is not None:
-            self.publisher.stop()
-        log.info("stopped: %d digit(s) published, %d segment(s) ignored", self.stats["digits"],
-                 self.stats["ignored"])
+        heard, ignored = self.stats["digits"], self.stats["ignored"]
+        undelivered = 0
+        if self.publisher is None:
+            log.info("stopped: %d digit(s) heard (MQTT off), %d segment(s) ignored", heard, ignored)
+        else:
+            undelivered = self.publisher.stop()
+            log.info("stopped: %d digit(s) heard, %d delivered to the broker, %d segment(s) ignored", heard,
+                     heard - undelivered, ignored)
+            if undelivered:
+                log.error("%d of %d digit(s) were NOT delivered: the broker %s:%d was unreachable or refused us "
+                          "(see the MQTT lines above)", undelivered, heard, self.cfg.mqtt_host, self.cfg.mqtt_port)
         self.notifier.close()
+        return undelivered
 
     def _handle(self, utterance: Utterance) -> None:
         if not utterance.accepted or utterance.prediction is None:

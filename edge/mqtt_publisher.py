@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import collections
 import logging
-import ssl
 import threading
 import time
 from collections.abc import Callable
@@ -26,13 +25,24 @@ from dataclasses import dataclass
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from digitspot.edge.config import EdgeConfig
+from digitspot.edge.config import EdgeConfig, make_tls_context
 
 log = logging.getLogger("digitspot.mqtt")
 
 ONLINE = "online"
 OFFLINE = "offline"
 HA_STATUS_TOPIC_SUFFIX = "status"
+RECONNECT_MIN_S = 1
+RECONNECT_MAX_S = 30
+# Session takeover: MQTT 3.1.1 brokers end a session, without saying why, when another client connects
+# with the same client id. Two daemons with one device_id then take the id from each other at every
+# reconnect, each session lasting about one reconnect delay. This many sessions in a row that the broker
+# ended within TAKEOVER_SESSION_S of accepting them is taken for that; the reconnects then back off from
+# TAKEOVER_BACKOFF_S (doubling up to TAKEOVER_BACKOFF_MAX_S) so that the other client keeps its session.
+TAKEOVER_SESSIONS = 3
+TAKEOVER_SESSION_S = 10.0
+TAKEOVER_BACKOFF_S = 60
+TAKEOVER_BACKOFF_MAX_S = 600
 
 
 @dataclass
@@ -68,6 +78,9 @@ class MqttPublisher:
         self.available = True  # False while there is no microphone: status says offline
         self._last_problem: str | None = None
         self._ever_connected = False
+        self._connected_at = 0.0  # time.monotonic() of the last accepted connection
+        self.short_sessions = 0  # sessions in a row that the broker ended within TAKEOVER_SESSION_S
+        self.takeover_backoff = 0  # seconds between reconnects while another client holds our id; 0: none
         self.client = self._make_client()
         self.thread = threading.Thread(target=self._publisher_loop, name="mqtt-publisher", daemon=True)
 
@@ -79,17 +92,12 @@ class MqttPublisher:
         client.will_set(self.status_topic, OFFLINE, qos=1, retain=True)
         if cfg.mqtt_username is not None:
             client.username_pw_set(cfg.mqtt_username, cfg.mqtt_password)
-        if cfg.mqtt_tls or cfg.mqtt_ca_file is not None:
-            context = ssl.create_default_context(
-                cafile=str(cfg.mqtt_ca_file) if cfg.mqtt_ca_file else None)
-            if cfg.mqtt_cert_file is not None:
-                context.load_cert_chain(str(cfg.mqtt_cert_file), str(cfg.mqtt_key_file))
-            if cfg.mqtt_tls_insecure:
-                context.check_hostname = False
+        context = make_tls_context(cfg)  # a ConfigError for files OpenSSL cannot use
+        if context is not None:
             client.tls_set_context(context)
             if cfg.mqtt_tls_insecure:
                 client.tls_insecure_set(True)
-        client.reconnect_delay_set(min_delay=1, max_delay=30)
+        client.reconnect_delay_set(min_delay=RECONNECT_MIN_S, max_delay=RECONNECT_MAX_S)
         client.max_inflight_messages_set(self.max_inflight + 10)  # + status/info/discovery
         client.max_queued_messages_set(0)
         # A bug in one of our callbacks must not kill paho's network thread (and with it every future
@@ -136,6 +144,7 @@ class MqttPublisher:
                           f"{reason_code}{hint}")
             return
         self._last_problem = None
+        self._connected_at = time.monotonic()
         log.info("MQTT connected to %s:%d%s", self.cfg.mqtt_host, self.cfg.mqtt_port,
                  "" if not self._ever_connected else " again")
         self._ever_connected = True
@@ -168,6 +177,8 @@ class MqttPublisher:
             self.cond.notify_all()
         if self.stopping:
             return
+        if was and self._session_taken_over(client, time.monotonic() - self._connected_at):
+            return
         if was:
             log.warning("MQTT connection lost (%s); digits are queued (up to %d) until it is back",
                         reason_code, self.cfg.queue_size)
@@ -176,6 +187,33 @@ class MqttPublisher:
                           f"({reason_code}){self._tls_hint() if reason_code.is_failure else ''}")
         else:  # the close that follows a refusal already logged
             log.debug("MQTT connection closed (%s)", reason_code)
+
+    def _session_taken_over(self, client: mqtt.Client, lasted: float) -> bool:
+        """Count sessions the broker ended soon after accepting them; on the takeover pattern log one line
+        that says what to do, and reconnect slowly. Runs in paho's thread before its reconnect wait."""
+        if lasted >= TAKEOVER_SESSION_S:
+            self.short_sessions = 0
+            if self.takeover_backoff:
+                self.takeover_backoff = 0
+                client.reconnect_delay_set(min_delay=RECONNECT_MIN_S, max_delay=RECONNECT_MAX_S)
+            return False
+        self.short_sessions += 1
+        if self.short_sessions < TAKEOVER_SESSIONS:
+            return False
+        first = self.takeover_backoff == 0
+        self.takeover_backoff = TAKEOVER_BACKOFF_S if first else min(TAKEOVER_BACKOFF_MAX_S,
+                                                                      self.takeover_backoff * 2)
+        client.reconnect_delay_set(min_delay=self.takeover_backoff, max_delay=self.takeover_backoff)
+        message = (f"MQTT broker {self.cfg.mqtt_host}:{self.cfg.mqtt_port} ended {self.short_sessions} sessions "
+                   f"in a row within {TAKEOVER_SESSION_S:.0f} s: another client is connected with client id "
+                   f"{self.cfg.client_id!r} (a second sensor with device_id {self.cfg.device_id!r}?); give each "
+                   f"sensor its own device_id or mqtt_client_id; reconnecting every {self.takeover_backoff} s "
+                   "meanwhile")
+        if first:
+            log.error("%s", message)
+        else:
+            log.debug("%s", message)
+        return True
 
     def _on_publish(self, client, userdata, mid, reason_code, properties) -> None:
         with self.cond:
@@ -236,16 +274,14 @@ class MqttPublisher:
             return len(self.pending) + len(self.unacked)
 
     # -- shutdown ------------------------------------------------------------------------------
-    def stop(self, timeout: float = 5.0) -> None:
-        """Deliver what is queued (bounded wait), publish ``offline``, disconnect."""
+    def stop(self, timeout: float = 5.0) -> int:
+        """Deliver what is queued (bounded wait), publish ``offline``, disconnect; return how many digits
+        were not delivered (still queued or unacknowledged at the end, or dropped from a full queue)."""
         # Also wait while disconnected: the broker may be back within the bounded wait.
         deadline = time.monotonic() + timeout
         while self.backlog() and time.monotonic() < deadline:
             time.sleep(0.02)
         left = self.backlog()
-        if left:
-            log.warning("shutting down with %d digit(s) not delivered (broker %s)", left,
-                        "connected" if self.connected else "unreachable")
         with self.cond:
             self.stopping = True
             self.pending.clear()
@@ -259,3 +295,4 @@ class MqttPublisher:
         self.client.disconnect()
         self.client.loop_stop()
         self.thread.join(2.0)
+        return left + self.dropped

@@ -51,7 +51,34 @@ def with_options(func):
     return func
 
 
-@click.command(context_settings=CONTEXT_SETTINGS)
+class SecretSafeCommand(click.Command):
+    """A click command whose usage errors never repeat what was typed near the password option.
+
+    click answers an unknown option with "No such option '--mqtt-password-filehunter2'. Did you mean
+    ...?", and an extra argument with "Got unexpected extra argument (hunter2)": both echo what may be a
+    password (a missing space, or the password typed after its file's path) to the terminal and any log
+    that captures it. ``run`` takes no arguments, so neither message needs the text itself.
+    """
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        try:
+            return super().parse_args(ctx, args)
+        except click.NoSuchOption as exc:
+            # click suggests --mqtt-password-file for what looks like it: then the text may be a password.
+            meant = "--mqtt-password-file" in (exc.possibilities or ()) or exc.option_name.startswith("--mqtt-pass")
+            if not meant:
+                raise
+            raise click.UsageError(
+                "unknown option near --mqtt-password-file (not shown: it may hold a password); the password goes "
+                "in a file given as --mqtt-password-file PATH, or in DIGITSPOT_MQTT_PASSWORD", ctx) from None
+        except click.UsageError as exc:
+            if "unexpected extra argument" not in exc.message:
+                raise
+            raise click.UsageError(f"{self.name} takes no arguments, only options (the extra ones are not shown: "
+                                   "one may be a password)", ctx) from None
+
+
+@click.command(cls=SecretSafeCommand, context_settings=CONTEXT_SETTINGS)
 @with_options
 def run(config_file: Path | None, **flags) -> None:
     """Listen and publish every spoken digit over MQTT (the daemon).

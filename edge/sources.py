@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from digitspot.edge.audio_io import to_mono_float32
+from digitspot.edge.audio_io import BLOCK_VALUES, native_stderr_silenced, open_sound_file, to_mono_float32
 from digitspot.edge.errors import AudioError, MissingInputError, UnavailableError
 from digitspot.edge.resampler import StreamingResampler
 
@@ -71,23 +71,14 @@ class FileSource(AudioSource):
 
     def __init__(self, path: Path, rate: int, realtime: bool = False, chunk_ms: int = CHUNK_MS):
         super().__init__(rate)
-        import soundfile as sf
-
         self.path = Path(path)
         self.realtime = realtime
         self.chunk_ms = chunk_ms
-        if not self.path.exists():
-            raise MissingInputError(f"{self.path}: no such file; check --input")
         if self.path.is_dir():
             raise MissingInputError(f"{self.path}: is a directory; --input takes one audio file")
-        try:
-            self.file = sf.SoundFile(str(self.path))
-            frames = self.file.frames
-        except (sf.LibsndfileError, RuntimeError, ValueError, OSError) as exc:
-            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            raise AudioError(f"{self.path}: not a readable audio file ({reason}); use WAV, FLAC or OGG") from exc
-        if frames <= 0:
-            raise AudioError(f"{self.path}: audio file holds no samples; record or pick a non-empty file")
+        # Missing, empty, not audio, a device, a FIFO nobody writes to: one clear error (see audio_io).
+        self.file = open_sound_file(self.path)
+        frames = self.file.frames
         self.file_rate = int(self.file.samplerate)
         self.channels = int(self.file.channels)
         self.duration = frames / self.file_rate
@@ -101,8 +92,9 @@ class FileSource(AudioSource):
         import soundfile as sf
 
         block = max(1, self.file_rate * self.chunk_ms // 1000)
-        # Not real time: read bigger blocks (fewer Python round trips), still cut into 10 ms chunks.
-        read_block = block if self.realtime else block * 100
+        # Not real time: read bigger blocks (fewer Python round trips), still cut into 10 ms chunks; at
+        # most BLOCK_VALUES samples per read, however many channels the file has.
+        read_block = block if self.realtime else max(block, min(block * 100, BLOCK_VALUES // self.channels))
         out_chunk = self.rate * self.chunk_ms // 1000
         start = time.monotonic()
         emitted = 0  # samples at the model rate handed on
@@ -110,7 +102,8 @@ class FileSource(AudioSource):
         try:
             while not self.closed:
                 try:
-                    data = self.file.read(read_block, dtype="float32", always_2d=True)
+                    with native_stderr_silenced():
+                        data = self.file.read(read_block, dtype="float32", always_2d=True)
                 except (sf.LibsndfileError, RuntimeError, ValueError) as exc:
                     raise AudioError(f"{self.path}: audio data is corrupt ({str(exc).splitlines()[0]})") from exc
                 last = len(data) < read_block
@@ -145,7 +138,14 @@ class StdinSource(AudioSource):
     def __init__(self, input_rate: int, rate: int, fd: int | None = None, max_read_ms: int = 200):
         super().__init__(rate)
         self.input_rate = input_rate
-        self.fd = sys.stdin.fileno() if fd is None else fd
+        if fd is None:
+            # Started with stdin closed (`0<&-`), Python sets sys.stdin to None; fd 0 may since have been
+            # reused by a file we opened, so it is not read.
+            if sys.stdin is None:
+                raise MissingInputError("stdin is closed: pipe raw audio in (`arecord ... | digitspot-edge run "
+                                        "--source stdin`) or use --source file or mic")
+            fd = sys.stdin.fileno()
+        self.fd = fd
         self.max_read = max(2, input_rate * max_read_ms // 1000 * 2)
         self.resampler = StreamingResampler(input_rate, rate)
 

@@ -73,12 +73,69 @@ def test_env_config_path_and_booleans(tmp_path):
     ('device_id = "a/b"\n', "device_id"),
     ('topic_prefix = "a/#"\n', "topic_prefix"),
     ('mqtt_cert_file = "/etc/hostname"\n', "together"),
+    ('discovery_prefix = "home/#"\n', "discovery_prefix = 'home/#': must not contain the MQTT wildcards"),
+    ('discovery_prefix = "+/x"\n', "discovery_prefix"),
+    ('discovery_prefix = ""\n', "discovery_prefix = '': must be a non-empty topic"),
+    ('topic_prefix = "$SYS/digits"\n', "must not start with $"),
+    ('mqtt_keepalive = 100000\n', "mqtt_keepalive = 100000: must be between 5 and 65535 seconds"),
+    ('mqtt_keepalive = 65536\n', "mqtt_keepalive"),
+    (f'device_id = "{"d" * 70_000}"\n', "(70000 characters): makes a topic longer than MQTT's 65535 bytes"),
+    (f'mqtt_client_id = "{"c" * 65_536}"\n', "mqtt_client_id"),
+    ('onset_db = nan\n', "onset_db = nan is not valid (expected a finite number)"),
+    ('offset_db = inf\n', "offset_db = inf is not valid"),
+    ('onset_db = -3.0\n', "onset_db = -3.0: must be above 0"),
+    ('offset_db = 0\n', "offset_db = 0.0: must be above 0"),
+    ('onset_db = 61\n', "onset_db"),
+    ('min_voicing = nan\n', "min_voicing"),
+    ('mqtt_host = ""\n', "mqtt_host = '': must be a host name"),
+    ('mqtt_host = "broker lan"\n', "mqtt_host"),
 ])
 def test_bad_config_is_a_config_error(tmp_path, text, fragment):
     with pytest.raises(ConfigError) as info:
         build_config({}, write(tmp_path, text), environ={})
     assert fragment in str(info.value)
     assert info.value.exit_code == EXIT_CONFIG == 78
+
+
+def test_a_long_value_is_shortened_in_the_message(tmp_path):
+    with pytest.raises(ConfigError) as info:
+        build_config({"device_id": "d" * 70_000}, None, environ={})
+    assert len(str(info.value)) < 200
+
+
+def test_limits_that_are_still_fine():
+    cfg = build_config({"mqtt_keepalive": 65535, "onset_db": 0.5, "offset_db": 60, "discovery_prefix": "ha/"},
+                       None, environ={})
+    assert cfg.mqtt_keepalive == 65535 and cfg.discovery_prefix == "ha"
+    # discovery off: its prefix is not used, so it is not checked
+    assert build_config({"discovery": False, "discovery_prefix": "x/#"}, None, environ={}).discovery is False
+
+
+@pytest.mark.parametrize("text", [
+    '[digitspot]\nmqtt_host = "a"\n[edge]\nmqtt_host = "b"\n',
+    'mqtt_host = "a"\n[edge]\nmqtt_host = "b"\n',
+    'mqtt-host = "a"\nmqtt_host = "b"\n',
+])
+def test_one_key_with_two_values_names_both(tmp_path, text):
+    """Two places in the TOML file give one key different values: which should win is a guess, so neither does."""
+    with pytest.raises(ConfigError) as info:
+        build_config({}, write(tmp_path, text), environ={})
+    message = str(info.value)
+    assert "mqtt_host is set twice with different values" in message and "keep one" in message
+    assert "'a'" in message and "'b'" in message
+
+
+def test_one_key_with_the_same_value_twice_is_fine(tmp_path):
+    cfg = build_config({}, write(tmp_path, 'mqtt_host = "a"\n[digitspot]\nmqtt-host = "a"\n[edge]\nmqtt_port = 1\n'),
+                       environ={})
+    assert cfg.mqtt_host == "a" and cfg.mqtt_port == 1
+
+
+def test_the_password_file_path_is_never_echoed(tmp_path):
+    """A password typed where its file's path belongs must not reach the terminal or a log."""
+    with pytest.raises(ConfigError) as info:
+        build_config({"mqtt_username": "u", "mqtt_password_file": "s3cret-pw"}, None, environ={})
+    assert "s3cret-pw" not in str(info.value) and "mqtt_password_file cannot be read" in str(info.value)
 
 
 def test_password_from_file_or_env_never_in_repr_or_public_dict(tmp_path):

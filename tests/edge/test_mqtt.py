@@ -150,7 +150,8 @@ def test_no_discovery_flag(broker, subscriber_factory, daemon_factory, fixture_m
 
 
 def test_print_works_without_any_broker(daemon_factory, fixture_model, tmp_path):
-    """--print with an unreachable broker: digits still reach stdout, the daemon exits 0 at EOF."""
+    """--print with an unreachable broker: digits still reach stdout; at EOF the daemon says the digit was
+    not delivered and exits 69."""
     wav = tmp_path / "one.wav"
     import soundfile as sf
 
@@ -163,9 +164,10 @@ def test_print_works_without_any_broker(daemon_factory, fixture_model, tmp_path)
     sf.write(str(wav), np.concatenate([np.zeros(4000, np.float32), audio, np.zeros(4000, np.float32)]), 8000)
     daemon = daemon_factory(["--model", str(fixture_model), "--source", "file", "--input", str(wav), "--print",
                              "--mqtt-port", str(free_port()), "--min-confidence", "0.3"])
-    assert daemon.wait(30) == 0, daemon.stderr()
+    assert daemon.wait(30) == 69, daemon.stderr()
     assert len(daemon.events()) == 1
     assert "cannot connect to MQTT broker" in daemon.stderr()
+    assert "1 of 1 digit(s) were NOT delivered" in daemon.stderr()
 
 
 def fsdd_files():

@@ -15,7 +15,7 @@ from helpers import run_cli
 from digitspot.edge.audio_io import load_audio
 
 DIGITS = ["3_jackson_0.wav", "7_george_1.wav", "9_nicolas_2.wav"]
-ARGS = ["--no-mqtt", "--print", "--min-confidence", "0.4", "--log-level", "info"]
+ARGS = ["--no-mqtt", "--print", "--log-level", "info"]
 
 
 @pytest.fixture(scope="module")
