@@ -29,6 +29,12 @@ from digitspot.edge.errors import ModelError
 SCHEMA_VERSION = 1
 DIGIT_LABELS = ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"]
 SHIPPED_MODEL_NAME = "digitspot.onnx"
+# What a model computes, and so which path of the daemon serves it: "window-classifier" scores one window
+# per spoken word (the digit segmenter cuts words out); "ctc-stream" gives per-frame label posteriors
+# for a fixed window that slides over the stream (digitspot.edge.stream_model, digit strings included).
+WINDOW_CLASSIFIER = "window-classifier"
+CTC_STREAM = "ctc-stream"
+MODEL_KINDS = (WINDOW_CLASSIFIER, CTC_STREAM)
 # The rates a model may run at: the daemon's segmenter (its high-pass filter and pitch lags, see
 # digitspot.edge.vad_segmenter) is built for 8 kHz, the rate of FSDD and of every model trained here.
 SUPPORTED_RATES = (8000,)
@@ -116,6 +122,9 @@ class ModelCard:
         sample_rate: Hz of the raw audio the model expects (audio is resampled to it).
         window_samples: samples per inference window; shorter segments are zero-padded, longer ones cropped.
         labels: class index -> label; ``labels[i]`` is the digit for ``logits[:, i]``.
+        model_kind: ``"window-classifier"`` (the default: one window per word, one score per label) or
+            ``"ctc-stream"`` (per-frame posteriors over blank, digits and filler; such a card also carries
+            the streaming fields of :class:`digitspot.edge.stream_model.StreamSpec`, checked at load).
         input_name / output_name: ONNX tensor names (float32 ``[batch, window_samples]`` ->
             ``[batch, len(labels)]``); the classifier checks the graph's shapes against the card at load.
         opset: ONNX opset of the graph.
@@ -136,6 +145,7 @@ class ModelCard:
     sample_rate: int
     window_samples: int
     labels: list[str] = field(default_factory=lambda: list(DIGIT_LABELS))
+    model_kind: str = WINDOW_CLASSIFIER
     input_name: str = "audio"
     output_name: str = "logits"
     opset: int = 18
@@ -188,11 +198,19 @@ class ModelCard:
         kwargs["quantization"] = Quantization(**{k: v for k, v in quantization.items() if k in quantization_kinds})
         card = cls(**kwargs)
         card.check_plausible()
+        if card.model_kind == CTC_STREAM:
+            # imported here: stream_model imports this module
+            from digitspot.edge.stream_model import StreamSpec
+
+            StreamSpec.from_dict(data)  # a ModelError naming the streaming field that is missing or wrong
         return card
 
     def check_plausible(self) -> None:
         """Refuse values no model of this runtime can have (the graph itself is checked when it is loaded:
         see ``digitspot.edge.classifier``)."""
+        if self.model_kind not in MODEL_KINDS:
+            raise ModelError(f"model card model_kind = {self.model_kind!r} is not one this runtime serves "
+                             f"({', '.join(MODEL_KINDS)}): update digitspot or re-export the model")
         if self.sample_rate not in SUPPORTED_RATES:
             raise ModelError(f"model card sample_rate = {self.sample_rate!r} Hz, but this runtime runs models at "
                              f"{' or '.join(map(str, SUPPORTED_RATES))} Hz only (the segmenter is built for it): "

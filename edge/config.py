@@ -120,6 +120,10 @@ class EdgeConfig:
     onset_db: float = field(default=9.0, metadata=about("A word starts this many dB above the noise floor"))
     offset_db: float = field(default=6.0, metadata=about(
         "Frames within this many dB of the noise floor are quiet"))
+    # digit strings (ctc-stream models; see digitspot.edge.stream_pipeline)
+    sequence_gap_ms: int | None = field(default=None, metadata=about(
+        "A spoken string of digits (a code) ends after this many ms without a new digit; ctc-stream models "
+        "only", shown="the model card's (1200 if it sets none)"))
     # MQTT
     mqtt_host: str = field(default="localhost", metadata=about("MQTT broker host"))
     mqtt_port: int = field(default=1883, metadata=about("MQTT broker port"))
@@ -149,10 +153,14 @@ class EdgeConfig:
         "Topic prefix", shown="digitspot/<device_id>"))
     discovery: bool = field(default=True, metadata=about("Publish Home Assistant MQTT discovery"))
     discovery_prefix: str = field(default="homeassistant", metadata=about("Home Assistant discovery prefix"))
+    trigger_codes: list[str] = field(default_factory=list, metadata=about(
+        "Codes offered as Home Assistant device triggers (\"code 4271 spoken\"); TOML: a list of strings, "
+        "flag and environment: comma-separated; ctc-stream models only", metavar="CODE,...", shown="none"))
     no_mqtt: bool = field(default=False, metadata=about(
         "Do not use MQTT at all (with --print: stdout only)", flag="--no-mqtt/--mqtt"))
     # output and logging
-    print: bool = field(default=False, metadata=about("Also write each digit event as a JSON line to stdout"))
+    print: bool = field(default=False, metadata=about(
+        "Also write each event (digits; with a ctc-stream model, strings too) as a JSON line to stdout"))
     log_level: str = field(default="info", metadata=about("Log level", choices=LOG_LEVELS))
     # the password itself: never from flags or TOML (see module docstring)
     mqtt_password: str | None = field(default=None, repr=False, metadata=about(
@@ -192,6 +200,8 @@ _TYPES = typing.get_type_hints(EdgeConfig)
 
 def _base_type(name: str) -> type:
     hint = _TYPES[name]
+    if typing.get_origin(hint) is list:
+        return str  # a list is one comma-separated string on the command line and in the environment
     args = [a for a in typing.get_args(hint) if a is not type(None)]
     return args[0] if args else hint
 
@@ -208,6 +218,8 @@ def convert(name: str, value: Any, origin: str) -> Any:
     if isinstance(value, str) and value.strip() == "" and _optional(name):
         return None
     try:
+        if name == "trigger_codes":
+            return _codes(value)
         if kind is bool:
             if isinstance(value, bool):
                 return value
@@ -237,6 +249,22 @@ def convert(name: str, value: Any, origin: str) -> Any:
         return str(value)
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"{origin}: {name} = {value!r} is not valid ({exc})") from exc
+
+
+def _codes(value: Any) -> list[str]:
+    """``trigger_codes`` from TOML (a list of strings) or a flag or variable ("4271,0042"); a code given
+    twice counts once. Each code is checked in :func:`validate`."""
+    if isinstance(value, str):
+        codes = [code for code in re.split(r"[\s,]+", value.strip()) if code]
+    elif isinstance(value, list):
+        codes = value
+        numbers = [code for code in codes if not isinstance(code, str)]
+        if numbers:
+            raise ValueError(f"{numbers[0]!r} is not a string: quote each code, e.g. [\"4271\", \"0042\"] "
+                             "(a number would lose its leading zeros)")
+    else:
+        raise ValueError('expected a list of codes, e.g. ["4271", "0042"]')  # noqa: TRY004 (convert() catches it)
+    return list(dict.fromkeys(codes))
 
 
 def read_toml(path: Path) -> dict[str, Any]:
@@ -406,6 +434,15 @@ def validate(cfg: EdgeConfig) -> None:
             raise bad(key, "must be between 0 and 1 (or unset: the model card's)")
     if not 0.0 <= cfg.min_voicing <= 1.0:
         raise bad("min_voicing", "must be between 0 and 1 (0 turns the check off)")
+    if cfg.sequence_gap_ms is not None and not 1 <= cfg.sequence_gap_ms <= 60_000:
+        raise bad("sequence_gap_ms", "must be between 1 and 60000 ms (or unset: the model card's)")
+    # imported here: it brings numpy, which --help does not need
+    from digitspot.edge.sequences import CODE_PATTERN
+
+    for code in cfg.trigger_codes:
+        if not CODE_PATTERN.fullmatch(code):
+            raise bad("trigger_codes", f"{_shown(code)} is not a code: list codes of 1-32 digits 0-9, "
+                                       'e.g. "4271" ("oh" is 0)')
     if cfg.vad_mode not in (0, 1, 2, 3):
         raise bad("vad_mode", "must be 0, 1, 2 or 3")
     if cfg.vad_frame_ms not in (10, 20, 30):

@@ -1,5 +1,10 @@
 """The daemon, wired in one place: source -> segmenter (VAD + early end) -> classifier -> event -> MQTT.
 
+The model card's ``model_kind`` picks the path: a "window-classifier" is served as above, a "ctc-stream"
+model by :class:`~digitspot.edge.stream_pipeline.StreamPipeline` (source -> fixed-window model calls ->
+CTC digits and digit strings -> MQTT), which publishes each digit as it is heard and each string
+(``<prefix>/sequence``) once it ends.
+
 Runs the audio loop on the main thread; paho's network thread and our MQTT publisher thread do the
 I/O. SIGTERM, SIGINT and SIGHUP (and the end of a file or stdin) end the loop, the segment in progress
 is decided, queued digits are flushed (bounded wait), ``offline`` is published, and ``run`` returns 0;
@@ -26,12 +31,16 @@ import uuid
 from typing import Any
 
 from digitspot.edge import __version__
-from digitspot.edge.classifier import OnnxDigitClassifier, Prediction
+from digitspot.edge.card import CTC_STREAM, load_card
+from digitspot.edge.classifier import OnnxDigitClassifier, Prediction, default_model_path
 from digitspot.edge.config import THRESHOLD_KEYS, EdgeConfig, effective_thresholds
 from digitspot.edge.errors import EXIT_UNAVAILABLE
 from digitspot.edge.events import DigitEvent, DiscoveryConfig, InfoMessage, ScoredDigit, utc_ms
 from digitspot.edge.sd_notify import SystemdNotifier
+from digitspot.edge.sequences import SequenceEvent, sequence_discovery_messages
 from digitspot.edge.sources import AudioSource, FileSource, MicSource, StdinSource
+from digitspot.edge.stream_model import OnnxStreamModel
+from digitspot.edge.stream_pipeline import StreamPipeline, StreamSettings
 from digitspot.edge.vad_segmenter import SegmenterSettings, Utterance, VadSegmenter
 
 log = logging.getLogger("digitspot.daemon")
@@ -77,22 +86,30 @@ class Daemon:
         self.stop_requested = threading.Event()
         self.notifier = SystemdNotifier()
         self.print_ok = cfg.print
-        self.stats = {"digits": 0, "ignored": 0}
+        self.stats = {"digits": 0, "ignored": 0, "strings": 0}
         self.ready = False
         self.publisher = None
         self.source_problem: str | None = None  # why no audio flows (no microphone); None while it does
         self._last_extend = 0.0
         # Fail fast at start: the model (sha256 against its card) and a file or stdin source. A missing
         # microphone is waited for instead (see MicSource).
-        self.classifier = OnnxDigitClassifier(cfg.model, threads=cfg.threads)
-        card = self.classifier.card
-        log.info("model %s (%s, sha256 %s...) at %d Hz, %d onnxruntime thread(s)", card.name,
-                 self.classifier.model_path, card.sha256[:12], card.sample_rate, cfg.threads)
+        # The card's model_kind picks the path (see the module docstring).
+        model_path = cfg.model if cfg.model is not None else default_model_path()
+        self.classifier: OnnxDigitClassifier | None = None
+        self.pipeline: StreamPipeline | None = None
+        self.model: OnnxDigitClassifier | OnnxStreamModel
+        if load_card(model_path, verify=False).model_kind == CTC_STREAM:
+            self.model = OnnxStreamModel(model_path, threads=cfg.threads)
+        else:
+            self.model = self.classifier = OnnxDigitClassifier(model_path, threads=cfg.threads)
+        card = self.model.card
+        log.info("model %s (%s, %s, sha256 %s...) at %d Hz, %d onnxruntime thread(s)", card.name,
+                 self.model.model_path, card.model_kind, card.sha256[:12], card.sample_rate, cfg.threads)
         # Thresholds the configuration leaves unset are the ones the model card recommends.
         thresholds = effective_thresholds(cfg, card.thresholds)
         origin = {key: "model card" if getattr(cfg, key) is None else "configured" for key in THRESHOLD_KEYS}
-        log.info("thresholds: %s", ", ".join(f"{key} {getattr(thresholds, key)} ({origin[key]})"
-                                             for key in THRESHOLD_KEYS))
+        used = THRESHOLD_KEYS if self.classifier is not None else ("min_confidence",)  # no early end in a stream
+        log.info("thresholds: %s", ", ".join(f"{key} {getattr(thresholds, key)} ({origin[key]})" for key in used))
         self.cfg = cfg = dataclasses.replace(cfg, **dataclasses.asdict(thresholds))
         self.source = self._make_source()
         self.source_problem = getattr(self.source, "problem", None)
@@ -100,6 +117,25 @@ class Daemon:
             log.info("listening to %s", self.source.describe())
         else:
             self.notifier.status(f"waiting for audio: {self.source_problem}")
+        if self.classifier is not None:
+            self._make_segmenter(self.classifier)
+        if not cfg.no_mqtt:
+            from digitspot.edge.mqtt_publisher import MqttPublisher
+
+            strings = self._sequence_discovery if isinstance(self.model, OnnxStreamModel) else None
+            self.publisher = MqttPublisher(cfg, self._info_json, self._discovery_json, extra_discovery=strings)
+            self.publisher.set_available(self.source_problem is None)  # before start: sets the first status
+        if isinstance(self.model, OnnxStreamModel):
+            settings = StreamSettings.for_model(self.model, device_id=cfg.device_id, boot_id=self.boot_id,
+                                                min_confidence=cfg.min_confidence, sequence_gap_ms=cfg.sequence_gap_ms,
+                                                onset_db=cfg.onset_db)
+            log.info("a digit string ends after %d ms without a digit (%s)", settings.sequence_gap_ms,
+                     "configured" if cfg.sequence_gap_ms is not None else "model card")
+            self.cfg = dataclasses.replace(cfg, sequence_gap_ms=settings.sequence_gap_ms)  # as the info shows it
+            self.pipeline = StreamPipeline(self.model, settings, self.publisher)
+
+    def _make_segmenter(self, classifier: OnnxDigitClassifier) -> None:
+        cfg, card = self.cfg, classifier.card
         self.segmenter = VadSegmenter(
             SegmenterSettings(
                 sample_rate=card.sample_rate, vad_mode=cfg.vad_mode, frame_ms=cfg.vad_frame_ms,
@@ -108,16 +144,11 @@ class Daemon:
                 min_segment_ms=cfg.min_segment_ms, max_segment_ms=cfg.max_segment_ms,
                 onset_db=cfg.onset_db, offset_db=cfg.offset_db, min_voicing=cfg.min_voicing,
             ),
-            self.classifier.classify,
+            classifier.classify,
         )
-        if not cfg.no_mqtt:
-            from digitspot.edge.mqtt_publisher import MqttPublisher
-
-            self.publisher = MqttPublisher(cfg, self._info_json, self._discovery_json)
-            self.publisher.set_available(self.source_problem is None)  # before start: sets the first status
 
     def _make_source(self) -> AudioSource:
-        cfg, rate = self.cfg, self.classifier.sample_rate
+        cfg, rate = self.cfg, self.model.sample_rate
         if cfg.source == "file":
             assert cfg.input is not None
             return FileSource(cfg.input, rate, realtime=cfg.realtime)
@@ -128,10 +159,10 @@ class Daemon:
 
     # -- messages ------------------------------------------------------------------------------
     def _info_json(self) -> str:
-        card = self.classifier.card
+        card = self.model.card
         return InfoMessage(
             device_id=self.cfg.device_id, boot_id=self.boot_id, started_at=self.started_at, versions=versions(),
-            model={"name": card.name, "sha256": card.sha256, "sample_rate": card.sample_rate,
+            model={"name": card.name, "sha256": card.sha256, "model_kind": card.model_kind, "sample_rate": card.sample_rate,
                    "window_samples": card.window_samples, "quantization": card.quantization.scheme,
                    "parameter_count": card.parameter_count, "metrics": card.metrics,
                    "created_at": card.created_at, "thresholds": dataclasses.asdict(card.thresholds)},
@@ -142,8 +173,16 @@ class Daemon:
     def _discovery_json(self) -> str:
         return DiscoveryConfig(
             device_id=self.cfg.device_id, device_name=self.cfg.device_name or f"digitspot {self.cfg.device_id}",
-            prefix=self.cfg.prefix, sw_version=__version__, model_name=self.classifier.card.name,
+            prefix=self.cfg.prefix, sw_version=__version__, model_name=self.model.card.name,
         ).to_json()
+
+    def _sequence_discovery(self) -> list[tuple[str, str]]:
+        """Discovery for digit strings: the event entity, and a device trigger per code in trigger_codes."""
+        return sequence_discovery_messages(
+            device_id=self.cfg.device_id, device_name=self.cfg.device_name or f"digitspot {self.cfg.device_id}",
+            prefix=self.cfg.prefix, discovery_prefix=self.cfg.discovery_prefix, sw_version=__version__,
+            model_name=self.model.card.name, codes=self.cfg.trigger_codes,
+        )
 
     def _on_source_status(self, problem: str | None) -> None:
         """The microphone went away or came back: systemd's status line and the retained status follow."""
@@ -183,15 +222,24 @@ class Daemon:
                     log.info("ready: audio is flowing")
                     self.ready = True
                 self.notifier.watchdog()
-                for utterance in self.segmenter.push(chunk.samples, chunk.received_at):
-                    self._handle(utterance)
-                self.source.idle_wait = 0.0 if self.segmenter.in_speech else IDLE_WAIT_S
+                if self.pipeline is not None:
+                    for event in self.pipeline.push(chunk.samples, chunk.received_at):
+                        self._report(event)
+                    self.source.idle_wait = 0.0 if self.pipeline.in_speech else IDLE_WAIT_S
+                else:
+                    for utterance in self.segmenter.push(chunk.samples, chunk.received_at):
+                        self._handle(utterance)
+                    self.source.idle_wait = 0.0 if self.segmenter.in_speech else IDLE_WAIT_S
                 if self.stop_requested.is_set():
                     break
             if not self.stop_requested.is_set():
                 log.info("end of input")
-            for utterance in self.segmenter.finish():
-                self._handle(utterance)
+            if self.pipeline is not None:
+                for event in self.pipeline.finish():
+                    self._report(event)
+            else:
+                for utterance in self.segmenter.finish():
+                    self._handle(utterance)
         finally:
             undelivered = self.shutdown()
         if undelivered and self.cfg.source in ("file", "stdin"):
@@ -204,7 +252,9 @@ class Daemon:
         self.notifier.status("stopping")
         heard, ignored = self.stats["digits"], self.stats["ignored"]
         undelivered = 0
-        if self.publisher is None:
+        if self.pipeline is not None:
+            undelivered = self._stop_streaming()
+        elif self.publisher is None:
             log.info("stopped: %d digit(s) heard (MQTT off), %d segment(s) ignored", heard, ignored)
         else:
             undelivered = self.publisher.stop()
@@ -216,18 +266,58 @@ class Daemon:
         self.notifier.close()
         return undelivered
 
+    def _stop_streaming(self) -> int:
+        """shutdown() of the streaming path: digits and strings share the publisher's queue and its count."""
+        heard, strings = self.stats["digits"], self.stats["strings"]
+        assert isinstance(self.model, OnnxStreamModel)
+        ran = f"the model ran {self.model.calls} of {self.model.calls + self.model.skipped_calls} steps"
+        if self.publisher is None:
+            log.info("stopped: %d digit(s) and %d string(s) heard (MQTT off); %s", heard, strings, ran)
+            return 0
+        messages = heard + strings
+        undelivered = self.publisher.stop()
+        log.info("stopped: %d digit(s) and %d string(s) heard, %d of %d message(s) delivered to the broker; %s",
+                 heard, strings, messages - undelivered, messages, ran)
+        if undelivered:
+            log.error("%d of %d message(s) were NOT delivered: the broker %s:%d was unreachable or refused us "
+                      "(see the MQTT lines above)", undelivered, messages, self.cfg.mqtt_host, self.cfg.mqtt_port)
+        return undelivered
+
+    def _print(self, payload: str) -> None:
+        if self.print_ok:
+            try:
+                sys.stdout.write(payload + "\n")
+                sys.stdout.flush()
+            except BrokenPipeError:
+                self.print_ok = False
+                log.warning("stdout closed: no more --print output")
+
+    def _report(self, event: DigitEvent | SequenceEvent) -> None:
+        """An event of the streaming path, already handed to the publisher: print, count, log."""
+        self._print(event.to_json())
+        if isinstance(event, SequenceEvent):
+            self.stats["strings"] += 1
+            log.info("string %s (seq %d, %d digit(s), %.2f-%.2f s)", event.digits, event.seq, len(event.digits),
+                     event.audio_start_ms / 1000, event.audio_end_ms / 1000)
+            return
+        self.stats["digits"] += 1
+        self.notifier.status(f"{self.stats['digits']} digit(s) heard; last {event.digit} "
+                             f"({event.confidence:.2f}) at {time.strftime('%H:%M:%S')}")
+        log.info("digit %d (confidence %.2f, seq %d, %d ms after its end, at %.2f s)", event.digit,
+                 event.confidence, event.seq, event.latency_ms, event.audio_end_ms / 1000)
+
     def _handle(self, utterance: Utterance) -> None:
         if not utterance.accepted or utterance.prediction is None:
             self.stats["ignored"] += 1
-            log.debug("segment at %.2f s ignored: %s", utterance.start_sample / self.classifier.sample_rate,
+            log.debug("segment at %.2f s ignored: %s", utterance.start_sample / self.model.sample_rate,
                       utterance.reason)
             return
         prediction: Prediction = utterance.prediction
         self.seq += 1
-        rate = self.classifier.sample_rate
+        rate = self.model.sample_rate
         published_at = utc_ms()
         speech_end = utc_ms(utterance.end_time)
-        card = self.classifier.card
+        card = self.model.card
         event = DigitEvent(
             device_id=self.cfg.device_id, digit=prediction.digit, confidence=prediction.confidence,
             top3=[ScoredDigit(int(label), score) for label, score in prediction.top(3)],
@@ -240,13 +330,7 @@ class Daemon:
         payload = event.to_json()
         if self.publisher is not None:
             self.publisher.publish_digit(payload, self.seq)
-        if self.print_ok:
-            try:
-                sys.stdout.write(payload + "\n")
-                sys.stdout.flush()
-            except BrokenPipeError:
-                self.print_ok = False
-                log.warning("stdout closed: no more --print output")
+        self._print(payload)
         self.stats["digits"] += 1
         self.notifier.status(f"{self.stats['digits']} digit(s) heard; last {prediction.digit} "
                              f"({prediction.confidence:.2f}) at {time.strftime('%H:%M:%S')}")

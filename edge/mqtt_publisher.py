@@ -9,6 +9,9 @@ was given until the broker's PUBACK and re-sends it first after a reconnect; unt
 are acknowledged no newer digit is handed over, so subscribers see digits in ``seq`` order. A digit
 may arrive twice around an outage (QoS 1 is at-least-once): dedupe by ``(boot_id, seq)``.
 
+Digit strings (``<prefix>/sequence``, ctc-stream models) go through the same queue, so a string reaches
+the broker after the digits it is made of, and never before them.
+
 Locks: paho calls ``on_publish`` while holding its own message lock, so nothing here calls paho while
 holding our lock (that would deadlock against the audio thread).
 """
@@ -56,7 +59,7 @@ class MqttPublisher:
     """Owns the paho client; ``publish_digit`` is safe to call from the audio thread at any time."""
 
     def __init__(self, cfg: EdgeConfig, info_json: Callable[[], str], discovery_json: Callable[[], str] | None,
-                 max_inflight: int = 20):
+                 max_inflight: int = 20, extra_discovery: Callable[[], list[tuple[str, str]]] | None = None):
         self.cfg = cfg
         self.prefix = cfg.prefix
         self.status_topic = f"{self.prefix}/status"
@@ -66,6 +69,9 @@ class MqttPublisher:
         self.ha_status_topic = f"{cfg.discovery_prefix}/{HA_STATUS_TOPIC_SUFFIX}"
         self.info_json = info_json
         self.discovery_json = discovery_json if cfg.discovery else None
+        # more retained discovery messages, (topic, payload): the digit strings' entity and code triggers
+        self.extra_discovery = extra_discovery if cfg.discovery else None
+        self.sequence_topic = f"{self.prefix}/sequence"
         self.max_inflight = max_inflight
         self.cond = threading.Condition()
         self.pending: collections.deque[Outgoing] = collections.deque()
@@ -153,6 +159,7 @@ class MqttPublisher:
         if self.discovery_json is not None:
             client.publish(self.discovery_topic, self.discovery_json(), qos=1, retain=True)
             client.subscribe(self.ha_status_topic, qos=1)
+        self._publish_extra_discovery(client)
         with self.cond:
             self.connected = True
             self.resync = any(not info.is_published() for _, info in self.unacked)
@@ -224,17 +231,31 @@ class MqttPublisher:
             log.info("Home Assistant came online: re-sending discovery")
             if self.discovery_json is not None:
                 client.publish(self.discovery_topic, self.discovery_json(), qos=1, retain=True)
+            self._publish_extra_discovery(client)
             client.publish(self.status_topic, ONLINE if self.available else OFFLINE, qos=1, retain=True)
+
+    def _publish_extra_discovery(self, client: mqtt.Client) -> None:
+        if self.extra_discovery is not None:
+            for topic, payload in self.extra_discovery():
+                client.publish(topic, payload, qos=1, retain=True)
 
     # -- digits --------------------------------------------------------------------------------
     def publish_digit(self, payload: str, seq: int) -> None:
+        self._enqueue(Outgoing(self.digit_topic, payload, seq))
+
+    def publish_sequence(self, payload: str, seq: int) -> None:
+        """A digit string (``seq`` counts strings); queued behind the digits it is made of."""
+        self._enqueue(Outgoing(self.sequence_topic, payload, seq))
+
+    def _enqueue(self, item: Outgoing) -> None:
         with self.cond:
             if len(self.pending) >= self.cfg.queue_size:
-                self.pending.popleft()
+                dropped = self.pending.popleft()
                 self.dropped += 1
-                log.warning("MQTT queue full (%d): dropped the oldest digit (%d dropped so far)",
-                            self.cfg.queue_size, self.dropped)
-            self.pending.append(Outgoing(self.digit_topic, payload, seq))
+                what = "string" if dropped.topic == self.sequence_topic else "digit"
+                log.warning("MQTT queue full (%d): dropped the oldest %s (%d dropped so far)",
+                            self.cfg.queue_size, what, self.dropped)
+            self.pending.append(item)
             self.cond.notify_all()
 
     def _prune(self) -> None:
