@@ -79,6 +79,8 @@ class Thresholds:
 
     min_confidence: float = 0.5
     early_confidence: float = 0.75
+    # ctc-stream models only: the pause (ms of audio) that ends a digit string; None: the daemon's default
+    sequence_gap_ms: int | None = None
 
     @classmethod
     def from_dict(cls, data: Any) -> Thresholds:
@@ -88,11 +90,17 @@ class Thresholds:
             return cls()
         if not isinstance(data, dict):
             raise ModelError("model card thresholds is not a JSON object: re-export the model")
-        values: dict[str, float] = {}
+        values: dict[str, Any] = {}
         for f in dataclasses.fields(cls):
-            if f.name not in data:
+            if f.name not in data or data[f.name] is None:
                 continue
             value = data[f.name]
+            if f.name == "sequence_gap_ms":
+                if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                    raise ModelError(f"model card thresholds.sequence_gap_ms = {value!r} is not a positive whole "
+                                     "number of milliseconds: re-export the model")
+                values[f.name] = value
+                continue
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 raise ModelError(f"model card thresholds.{f.name} = {value!r} is not a number: "
                                  "re-export the model")
@@ -102,10 +110,10 @@ class Thresholds:
         return thresholds
 
     def validate(self) -> None:
-        for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
+        for name in ("min_confidence", "early_confidence"):
+            value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
-                raise ModelError(f"model card thresholds.{f.name} = {value!r} is not between 0 and 1: "
+                raise ModelError(f"model card thresholds.{name} = {value!r} is not between 0 and 1: "
                                  "re-export the model")
         if self.early_confidence < self.min_confidence:
             raise ModelError(f"model card thresholds.early_confidence ({self.early_confidence}) is below "
@@ -146,6 +154,12 @@ class ModelCard:
     window_samples: int
     labels: list[str] = field(default_factory=lambda: list(DIGIT_LABELS))
     model_kind: str = WINDOW_CLASSIFIER
+    # ctc-stream models only (0 otherwise), read by digitspot.edge.stream_model.StreamSpec: samples between
+    # output frames, audio per frame, new audio per call, and right context before a frame is decided
+    frame_hop_samples: int = 0
+    frame_length_samples: int = 0
+    step_samples: int = 0
+    lookahead_samples: int = 0
     input_name: str = "audio"
     output_name: str = "logits"
     opset: int = 18

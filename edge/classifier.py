@@ -16,6 +16,7 @@ from digitspot.edge.audio_io import fit_to_window
 from digitspot.edge.card import (
     DIGIT_LABELS,
     SHIPPED_MODEL_NAME,
+    WINDOW_CLASSIFIER,
     ModelCard,
     Thresholds,
     load_card,
@@ -101,6 +102,9 @@ class OnnxDigitClassifier:
         through the graph, which also catches what the declared shapes leave open (symbolic sizes).
         """
         card = self.card
+        if card.model_kind != WINDOW_CLASSIFIER:
+            raise ModelError(f"{self.model_path}: a {card.model_kind} model reads streams, not single words: "
+                             "use it with digitspot-edge run (classify takes a window-classifier model)")
         bad = [label for label in self.labels if label not in DIGIT_LABELS]
         if bad:
             raise ModelError(f"{self.model_path}: card labels {bad} are not digits 0-9; this runtime publishes "

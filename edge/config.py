@@ -51,7 +51,8 @@ LOG_LEVELS = ("debug", "info", "warning", "error")
 MQTT_MAX_STRING_BYTES = 65535
 MQTT_MAX_KEEPALIVE_S = 65535
 # Settings whose default comes from the model card (None in EdgeConfig = the card's value).
-THRESHOLD_KEYS = tuple(f.name for f in dataclasses.fields(Thresholds))
+# The confidences a model card recommends (sequence_gap_ms, for ctc-stream models, is resolved by the stream path).
+THRESHOLD_KEYS = ("min_confidence", "early_confidence")
 
 
 def default_device_id() -> str:

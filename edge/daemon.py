@@ -110,7 +110,7 @@ class Daemon:
         origin = {key: "model card" if getattr(cfg, key) is None else "configured" for key in THRESHOLD_KEYS}
         used = THRESHOLD_KEYS if self.classifier is not None else ("min_confidence",)  # no early end in a stream
         log.info("thresholds: %s", ", ".join(f"{key} {getattr(thresholds, key)} ({origin[key]})" for key in used))
-        self.cfg = cfg = dataclasses.replace(cfg, **dataclasses.asdict(thresholds))
+        self.cfg = cfg = dataclasses.replace(cfg, **{key: getattr(thresholds, key) for key in THRESHOLD_KEYS})
         self.source = self._make_source()
         self.source_problem = getattr(self.source, "problem", None)
         if self.source_problem is None:

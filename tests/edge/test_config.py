@@ -218,7 +218,9 @@ def test_settings_markdown_has_a_row_per_setting():
 # --- thresholds travel with the model ---------------------------------------------------------------
 
 def test_threshold_keys_default_to_the_card():
-    assert THRESHOLD_KEYS == tuple(f.name for f in dataclasses.fields(Thresholds))
+    # every card threshold has a setting of the same name that defaults to the card's
+    assert set(THRESHOLD_KEYS) | {"sequence_gap_ms"} == {f.name for f in dataclasses.fields(Thresholds)}
+    assert EdgeConfig.__dataclass_fields__["sequence_gap_ms"].default is None
     cfg = build_config({}, None, environ={})
     for key in THRESHOLD_KEYS:
         assert EdgeConfig.__dataclass_fields__[key].default is None and getattr(cfg, key) is None
