@@ -14,7 +14,7 @@ export FSDD_DIR
 
 # Debian packages the whole project needs (tests, training, deployment); fragments in mk/ add theirs.
 # `make demo` installs only its own short list (DEMO_APT_PACKAGES in mk/demo.mk).
-APT_PACKAGES := python3-venv libsndfile1 portaudio19-dev mosquitto mosquitto-clients espeak-ng flite sox
+APT_PACKAGES := python3-venv libsndfile1 portaudio19-dev mosquitto mosquitto-clients espeak-ng flite sox wamerican
 
 # $(call apt_install,PACKAGES): apt-get only what is missing, so a re-run is quick and needs no network.
 define apt_install
