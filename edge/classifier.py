@@ -23,6 +23,7 @@ from digitspot.edge.card import (
     shipped_model_path,
 )
 from digitspot.edge.errors import ModelError
+from digitspot.edge.onnx_session import open_session
 
 __all__ = ["SHIPPED_MODEL_NAME", "OnnxDigitClassifier", "Prediction", "default_model_path", "shipped_model_path"]
 
@@ -59,33 +60,12 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 
 
 class OnnxDigitClassifier:
-    """Runs an exported digitspot model with onnxruntime on the CPU.
-
-    ``threads`` sets onnxruntime's intra- and inter-op thread counts explicitly: on a Pi the daemon
-    shares four small cores with the audio loop, and onnxruntime's default (all cores, spinning) costs
-    more than it saves for a model this size.
-    """
+    """Runs an exported digitspot model with onnxruntime on the CPU (threads: see onnx_session)."""
 
     def __init__(self, model_path: str | os.PathLike[str] | None = None, threads: int = 1, verify: bool = True):
-        import onnxruntime as ort  # imported here so `--help` stays fast
-
         self.model_path = Path(model_path) if model_path is not None else default_model_path()
         self.card: ModelCard = load_card(self.model_path, verify=verify)
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = max(1, int(threads))
-        options.inter_op_num_threads = 1
-        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        options.log_severity_level = 3
-        try:
-            self.session = ort.InferenceSession(
-                str(self.model_path), sess_options=options, providers=["CPUExecutionProvider"]
-            )
-        except Exception as exc:  # onnxruntime raises its own exception types for a bad graph
-            raise ModelError(
-                f"{self.model_path}: onnxruntime cannot load the model ({str(exc).splitlines()[0]}); "
-                "re-export it with digitspot-train export"
-            ) from exc
+        self.session = open_session(self.model_path, threads)
         self.labels = tuple(self.card.labels)
         self._check_graph_against_card()
 

@@ -34,6 +34,7 @@ import numpy as np
 
 from digitspot.edge.card import ModelCard, Thresholds, card_path_for, load_card
 from digitspot.edge.errors import ModelError
+from digitspot.edge.onnx_session import open_session
 
 log = logging.getLogger("digitspot.stream")
 
@@ -194,7 +195,6 @@ class OnnxStreamModel:
     """
 
     def __init__(self, model_path: str | os.PathLike[str], threads: int = 1, verify: bool = True):
-        import onnxruntime as ort  # imported here so `--help` stays fast
 
         self.model_path = Path(model_path)
         self.card: ModelCard = load_card(self.model_path, verify=verify)
@@ -205,18 +205,7 @@ class OnnxStreamModel:
                              "pass a streaming model exported by digitspot-train")
         self.spec = StreamSpec.from_dict(raw)
         self.card_sequence_gap_ms = _card_sequence_gap_ms(raw)
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = max(1, int(threads))
-        options.inter_op_num_threads = 1
-        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        options.log_severity_level = 3
-        try:
-            self.session = ort.InferenceSession(str(self.model_path), sess_options=options,
-                                                providers=["CPUExecutionProvider"])
-        except Exception as exc:  # onnxruntime raises its own exception types for a bad graph
-            raise ModelError(f"{self.model_path}: onnxruntime cannot load the model "
-                             f"({str(exc).splitlines()[0]}); re-export it with digitspot-train export") from exc
+        self.session = open_session(self.model_path, threads)
         names = [i.name for i in self.session.get_inputs()]
         if self.card.input_name not in names:
             raise ModelError(f"{self.model_path}: model has inputs {names}, its card says "
