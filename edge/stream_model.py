@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import json
 import logging
 import os
 from collections.abc import Iterator, Sequence
@@ -32,7 +31,8 @@ from typing import Any
 
 import numpy as np
 
-from digitspot.edge.card import ModelCard, Thresholds, card_path_for, load_card
+from digitspot.edge.card import ModelCard, Thresholds, load_card
+from digitspot.edge.classifier import softmax
 from digitspot.edge.errors import ModelError
 from digitspot.edge.onnx_session import open_session
 
@@ -42,7 +42,7 @@ MODEL_KIND = "ctc-stream"
 BLANK_LABEL = "blank"
 DIGIT_NAMES = tuple(str(d) for d in range(10))
 
-__all__ = ["MODEL_KIND", "AudioClock", "DecidedFrames", "OnnxStreamModel", "StreamSpec", "frames_of", "softmax"]
+__all__ = ["MODEL_KIND", "AudioClock", "DecidedFrames", "OnnxStreamModel", "StreamSpec", "frames_of"]
 
 
 @dataclass(frozen=True)
@@ -140,12 +140,6 @@ class StreamSpec:
         return self.labels.index(BLANK_LABEL)
 
 
-def softmax(logits: np.ndarray) -> np.ndarray:
-    z = logits - logits.max(axis=-1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=-1, keepdims=True)
-
-
 @dataclass(frozen=True)
 class DecidedFrames:
     """Consecutive frames decided by one model call (or one skipped call).
@@ -198,13 +192,12 @@ class OnnxStreamModel:
 
         self.model_path = Path(model_path)
         self.card: ModelCard = load_card(self.model_path, verify=verify)
-        raw = json.loads(card_path_for(self.model_path).read_text(encoding="utf-8"))
-        kind = raw.get("model_kind", "window-classifier")
+        kind = self.card.model_kind
         if kind != MODEL_KIND:
             raise ModelError(f"{self.model_path} is a {kind!r} model, not a {MODEL_KIND!r} one: "
                              "pass a streaming model exported by digitspot-train")
-        self.spec = StreamSpec.from_dict(raw)
-        self.card_sequence_gap_ms = _card_sequence_gap_ms(raw)
+        self.spec = StreamSpec.from_dict(self.card.to_dict())  # load_card has checked these fields
+        self.card_sequence_gap_ms = self.card.thresholds.sequence_gap_ms
         self.session = open_session(self.model_path, threads)
         names = [i.name for i in self.session.get_inputs()]
         if self.card.input_name not in names:
@@ -346,18 +339,6 @@ class OnnxStreamModel:
             posteriors[bad] = 0.0
             posteriors[bad, spec.blank_index] = 1.0
         return DecidedFrames(first, posteriors, hop, spec.frame_length_samples, self._calls_at)
-
-
-def _card_sequence_gap_ms(card: dict[str, Any]) -> int | None:
-    """``thresholds.sequence_gap_ms`` of a card: the pause (ms) that ends a digit string, or None if unset."""
-    thresholds = card.get("thresholds")
-    value = thresholds.get("sequence_gap_ms") if isinstance(thresholds, dict) else None
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ModelError(f"model card thresholds.sequence_gap_ms = {value!r} is not a positive whole number of "
-                         "milliseconds: re-export the model")
-    return value
 
 
 class AudioClock:
