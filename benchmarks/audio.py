@@ -14,6 +14,7 @@ import soxr
 
 from digitspot.edge.audio_io import load_audio
 from digitspot.edge.devtools.fsdd import FsddTake
+from digitspot.edge.devtools.speech_trim import speech_bounds
 
 LABEL_PREFIX = re.compile(r"^(\d)[_\-.]")
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg")
@@ -164,31 +165,11 @@ def pitch_shift(clip: np.ndarray, cents: float, rate: int, method: str = "wsola"
     return soxr.resample(clip, rate * factor, rate, quality="HQ").astype(np.float32)
 
 
-def trim(clip: np.ndarray, rate: int, floor_db: float = -35.0, frame_ms: int = 10, min_run: int = 3) -> np.ndarray:
-    """Cut leading/trailing audio quieter than ``floor_db`` below the loudest 10 ms frame.
-
-    Used for the stream, where "the last sample of the utterance" must be the end of speech: FSDD files
-    carry up to ~0.8 s of silence after some words, which would make the daemon look faster than it is
-    (it would end the word before the file ends). -35 dB keeps weak final consonants; only runs of at
-    least ``min_run`` loud frames count, so a click at the very end of a file (5_lucas_1.wav has one)
-    does not hold the end of speech back by the whole silence before it.
-    """
-    hop = max(1, rate * frame_ms // 1000)
-    n = clip.size // hop
-    if n < 3:
-        return clip
-    energy = np.mean(clip[: n * hop].reshape(n, hop).astype(np.float64) ** 2, axis=1) + 1e-12
-    loud = 10 * np.log10(energy / energy.max()) > floor_db
-    runs, start = [], None
-    for i, flag in enumerate(np.append(loud, False)):
-        if flag and start is None:
-            start = i
-        elif not flag and start is not None:
-            runs.append((start, i))
-            start = None
-    runs = [r for r in runs if r[1] - r[0] >= min_run] or runs
-    first, last = runs[0][0], runs[-1][1]
-    return clip[first * hop: min(clip.size, last * hop)]
+def trim(clip: np.ndarray, rate: int) -> np.ndarray:
+    """The clip cut to its speech (``digitspot.edge.devtools.speech_trim``): in the stream, "the last
+    sample of the utterance" must be the end of speech, or the daemon would look faster than it is."""
+    start, stop = speech_bounds(clip, rate)
+    return clip[start:stop]
 
 
 # -- streams -------------------------------------------------------------------------------------

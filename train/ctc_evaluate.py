@@ -6,9 +6,9 @@ decoder (``stream_decode_reference``): numpy and onnxruntime only.
 - Strings: the strings benchmark's sets (``digitspot.train.fsdd_strings.evaluation_sets``: test takes cut to
   their speech, 3-6 of one speaker, exactly 0 / 50 / 100 / 200 ms from one digit's speech to the next);
   exact when the published digits are the string; substitutions, deletions and insertions per digit
-  from the edit alignment. Without ``fsdd_strings``, whole files joined with those gaps.
+  from the edit alignment.
 - Delay: for every digit published in an exact result, the stream position when it was published minus
-  the end of the digit's speech (``fsdd_strings.speech_bounds``; the end of the file without it).
+  the end of the digit's speech (``digitspot.edge.devtools.speech_trim.speech_bounds``).
 
 "Quiet" is a -75 dBFS white noise floor, a microphone's self-noise; FSDD's own recordings carry theirs.
 """
@@ -20,6 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
+from digitspot.edge.devtools.speech_trim import speech_bounds
+from digitspot.train.fsdd_strings import SAMPLE_RATE, evaluation_sets, load_takes
 from digitspot.train.stream_decode_reference import Emission, StreamSettings, stream_decode
 
 QUIET_DBFS = -75.0
@@ -53,11 +55,7 @@ def join_takes(takes: list[tuple[np.ndarray, int]], gap_samples: int, rng: np.ra
 
 
 def _speech_end(audio: np.ndarray) -> int:
-    try:
-        from digitspot.train.fsdd_strings import speech_bounds
-    except ImportError:
-        return len(audio)
-    return speech_bounds(audio)[1]
+    return speech_bounds(audio, SAMPLE_RATE)[1]
 
 
 def isolated_streams(test_takes: list[tuple[np.ndarray, int, str]], seed: int = 5) -> list[TestStream]:
@@ -71,36 +69,13 @@ def isolated_streams(test_takes: list[tuple[np.ndarray, int, str]], seed: int = 
     return out
 
 
-def benchmark_string_streams(takes, seed: int = 17) -> dict[int, list[TestStream]] | None:
-    """The strings benchmark's evaluation sets from FSDD takes (``FsddTake``), with the quiet floor added;
-    None when ``digitspot.train.fsdd_strings`` is not there."""
-    try:
-        from digitspot.train.fsdd_strings import evaluation_sets, load_takes
-    except ImportError:
-        return None
+def benchmark_string_streams(takes, seed: int = 17) -> dict[int, list[TestStream]]:
+    """The strings benchmark's evaluation sets from FSDD takes (``FsddTake``), with the quiet floor added."""
     rng = np.random.default_rng(seed)
     sets = evaluation_sets(load_takes(takes), GAPS_MS)
     return {int(gap): [TestStream(s.samples + _quiet(len(s.samples), rng), list(s.digits), list(s.ends),
                                   "+".join(Path(p).stem for p in s.sources)) for s in strings]
             for gap, strings in sets.items()}
-
-
-def string_streams(test_takes: list[tuple[np.ndarray, int, str]], gap_ms: int, count: int,
-                   seed: int = 11) -> list[TestStream]:
-    """``count`` strings of 3-6 takes, each from one speaker; the same draw for every gap (seeded)."""
-    rng = np.random.default_rng(seed)
-    by_speaker: dict[str, list[int]] = {}
-    for i, (_, _, name) in enumerate(test_takes):
-        by_speaker.setdefault(name.split("_")[1], []).append(i)
-    speakers = sorted(by_speaker)
-    noise_rng = np.random.default_rng(seed + gap_ms)
-    out = []
-    for k in range(count):
-        pool = by_speaker[speakers[k % len(speakers)]]
-        idx = rng.choice(pool, size=int(rng.integers(3, 7)), replace=False)
-        takes = [(test_takes[i][0], test_takes[i][1]) for i in idx]
-        out.append(join_takes(takes, gap_ms * 8, noise_rng, "+".join(test_takes[i][2] for i in idx)))
-    return out
 
 
 def edit_counts(ref: list[int], hyp: list[int]) -> dict:
@@ -160,13 +135,12 @@ def score_streams(model, streams: list[TestStream], settings: StreamSettings) ->
 
 
 def evaluate_model(model, test_takes: list[tuple[np.ndarray, int, str]], settings: StreamSettings,
-                   strings_per_gap: int = 100, string_sets: dict[int, list[TestStream]] | None = None) -> dict:
-    """Isolated takes and strings at every gap of ``GAPS_MS`` (``string_sets``, else joined files), each
-    stream decoded as the daemon would."""
+                   string_sets: dict[int, list[TestStream]]) -> dict:
+    """Isolated takes and the strings of ``string_sets`` at every gap of ``GAPS_MS``, each stream decoded
+    as the daemon would."""
     out = {"isolated": score_streams(model, isolated_streams(test_takes), settings)}
     for gap in GAPS_MS:
-        streams = string_sets[gap] if string_sets else string_streams(test_takes, gap, strings_per_gap)
-        out[f"strings_gap_{gap}ms"] = score_streams(model, streams, settings)
+        out[f"strings_gap_{gap}ms"] = score_streams(model, string_sets[gap], settings)
     return out
 
 
@@ -249,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
     takes = [(a, int(d), Path(p).stem) for a, d, p in zip(test.clips, test.labels, test.sources)]
     sets = benchmark_string_streams(split.test)
     results = {"stream_settings": settings.to_dict(),
-               "strings": "fsdd_strings.evaluation_sets" if sets else "joined files"}
+               "strings": "fsdd_strings.evaluation_sets"}
     for path in args.models:
         results[Path(path).name] = evaluate_model(OnnxFrameModel(path, threads=args.threads), takes, settings,
                                                   string_sets=sets)

@@ -38,7 +38,6 @@ class PilotConfig:
     prune_recovery_steps: int = 40
     batch_size: int = 16
     calibration_windows: int = 256
-    strings_per_gap: int = 100
     extra: dict = field(default_factory=dict)
 
 
@@ -70,20 +69,16 @@ def _load_material(data_dir: str | None, cache_dir: Path, log) -> tuple:
     except Exception as exc:  # noqa: BLE001 - a pilot runs with the fallback reverb; the reason is recorded
         info["rooms_error"] = repr(exc)
     info["rooms"] = rooms.kind
-    try:
-        from digitspot.train.voice_shift import random_voice_shift
+    from digitspot.train.voice_shift import random_voice_shift
 
-        def shift(x, rng):
-            return random_voice_shift(x, rng)[0]
-        info["voice_shift"] = "voice_shift.random_voice_shift"
-    except ImportError:
-        shift = None
-        info["voice_shift"] = "resampling only"
+    def shift(x, rng):
+        return random_voice_shift(x, rng)[0]
+    info["voice_shift"] = "voice_shift.random_voice_shift"
     info["pool"] = pool.summary()
     log(f"material: {json.dumps(info)}")
     test_takes = [(a, int(d), Path(p).stem) for a, d, p in zip(test.clips, test.labels, test.sources)]
     string_sets = benchmark_string_streams(split.test)
-    info["test_strings"] = "fsdd_strings.evaluation_sets" if string_sets else "joined files"
+    info["test_strings"] = "fsdd_strings.evaluation_sets"
     return pool, val_pool, rooms, shift, test_takes, string_sets, bank, info
 
 
@@ -95,7 +90,6 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--minutes-scale", type=float, default=1.0, help="multiplies every time budget")
     ap.add_argument("--steps-scale", type=float, default=1.0, help="multiplies pruning step counts")
-    ap.add_argument("--strings-per-gap", type=int, default=100)
     args = ap.parse_args(argv)
 
     import torch
@@ -130,8 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg = PilotConfig(teacher_minutes=base.teacher_minutes * args.minutes_scale,
                       student_minutes=base.student_minutes * args.minutes_scale,
                       prune_steps_per_stage=max(1, int(base.prune_steps_per_stage * args.steps_scale)),
-                      prune_recovery_steps=max(1, int(base.prune_recovery_steps * args.steps_scale)),
-                      strings_per_gap=args.strings_per_gap)
+                      prune_recovery_steps=max(1, int(base.prune_recovery_steps * args.steps_scale)))
     results: dict = {"config": asdict(cfg), "started": time.strftime("%Y-%m-%d %H:%M:%S")}
 
     def save():
@@ -201,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in MODELS:
         t0 = time.monotonic()
         results["evaluation"][name] = evaluate_model(OnnxFrameModel(out / f"{name}.onnx", threads=args.threads),
-                                                     test_takes, settings, cfg.strings_per_gap, string_sets)
+                                                     test_takes, settings, string_sets)
         if bank_streams:
             results["evaluation"][name]["bank_heldout"] = evaluate_bank(
                 OnnxFrameModel(out / f"{name}.onnx", threads=args.threads), bank_streams, settings)

@@ -478,34 +478,11 @@ def make_batch(maker: SceneMaker, batch_size: int, rng: np.random.Generator, geo
 
 # --- loading the material ----------------------------------------------------------------------------
 
-def fsdd_segments(clips, sources: list[str] | None = None) -> list[Segment]:
-    """FSDD takes (``digitspot.train.data.ClipSet``) as digit segments, one source per speaker."""
-    from digitspot.edge.devtools.fsdd import FsddTake
-
-    out = []
-    for audio, digit, path in zip(clips.clips, clips.labels, clips.sources):
-        take = FsddTake.parse(path)
-        speaker = take.speaker if take is not None else "unknown"
-        out.append(Segment(np.asarray(audio, np.float32), (digit_label(int(digit)),), f"fsdd:{speaker}", "digit"))
-    return out
-
-
-def pool_from_fsdd(clips) -> SegmentPool:
-    pool = SegmentPool()
-    for seg in fsdd_segments(clips):
-        pool.add_digit(seg)
-    return pool
-
-
 def pool_from_takes(takes) -> SegmentPool:
     """FSDD takes (``FsddTake``) cut to their speech by ``fsdd_strings`` (a segment's extent is then its
-    speech, so crops cut and keep words where they really are); whole files without that module."""
-    try:
-        from digitspot.train.fsdd_strings import load_takes
-    except ImportError:
-        from digitspot.train.data import load_clips
+    speech, so crops cut and keep words where they really are)."""
+    from digitspot.train.fsdd_strings import load_takes
 
-        return pool_from_fsdd(load_clips(list(takes), progress=False))
     pool = SegmentPool()
     for t in load_takes(takes):
         pool.add_digit(Segment(t.speech, (digit_label(t.digit),), f"fsdd:{t.speaker}", "digit"))

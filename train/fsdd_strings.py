@@ -5,9 +5,9 @@ People say door codes and phone numbers at the rhythm of speech, 0-200 ms betwee
 running one digit into the next. FSDD has single digits only, so strings are made by joining one
 speaker's takes:
 
-- Each take is cut to its speech first (``speech_bounds``: the same rule as the benchmark's stream
-  trim, -35 dB below the loudest 10 ms frame, runs of >= 3 frames, so a click in the padding does not
-  count) and faded in and out over 5 ms so a cut never clicks.
+- Each take is cut to its speech first (``digitspot.edge.devtools.speech_trim``, the rule the benchmarks'
+  streams use: -35 dB below the loudest 10 ms frame, runs of >= 3 frames, so a click in the padding does
+  not count) and faded in and out over 5 ms so a cut never clicks.
 - The gap is measured between the end of one digit's speech and the start of the next: 0 means the
   next digit starts on the sample after the last one ends; a negative gap overlaps the two (mixed),
   as when a talker runs "six" into "seven". Training gaps are drawn from -50..+300 ms with an extra
@@ -36,12 +36,10 @@ from typing import Protocol
 import numpy as np
 
 from digitspot.edge.audio_io import load_audio
+from digitspot.edge.devtools.speech_trim import speech_bounds
 from digitspot.train.rooms import RoomResponse, active_level_db
 
 SAMPLE_RATE = 8000
-TRIM_FLOOR_DB = -35.0
-TRIM_FRAME_MS = 10
-TRIM_MIN_RUN = 3
 FADE_MS = 5.0
 EVAL_GAPS_MS: tuple[int, ...] = (0, 50, 100, 200)
 EVAL_SEED = 20
@@ -91,21 +89,6 @@ class DigitString:
 
 
 # -- takes ---------------------------------------------------------------------------------------
-
-
-def speech_bounds(samples: np.ndarray, rate: int = SAMPLE_RATE) -> tuple[int, int]:
-    """``(start, stop)`` sample indices of the speech in a take (see the module docstring)."""
-    x = np.asarray(samples, dtype=np.float64)
-    hop = max(1, rate * TRIM_FRAME_MS // 1000)
-    n = x.size // hop
-    if n < TRIM_MIN_RUN:
-        return 0, x.size
-    energy = np.mean(x[: n * hop].reshape(n, hop) ** 2, axis=1) + 1e-12
-    loud = np.append(10 * np.log10(energy / energy.max()) > TRIM_FLOOR_DB, False)
-    edges = np.flatnonzero(np.diff(np.concatenate([[False], loud]).astype(np.int8)))
-    runs = list(zip(edges[0::2], edges[1::2]))  # [first, one past last) loud frame of each run
-    kept = [r for r in runs if r[1] - r[0] >= TRIM_MIN_RUN] or runs
-    return int(kept[0][0] * hop), int(min(x.size, kept[-1][1] * hop))
 
 
 def _fade(speech: np.ndarray, rate: int) -> np.ndarray:

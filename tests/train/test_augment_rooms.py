@@ -11,6 +11,7 @@ from scipy.linalg import solve_toeplitz
 from scipy.signal import lfilter
 
 from digitspot.edge.audio_io import load_audio
+from digitspot.edge.devtools.speech_trim import speech_bounds
 from digitspot.train import data as fsdd
 from digitspot.train import fsdd_strings as strings
 from digitspot.train import rooms
@@ -111,7 +112,7 @@ def test_agc_restores_the_dry_level_and_reports_the_direct_path(fsdd_dir):
     # the direct sound arrives after the propagation delay, 3 m at 343 m/s plus the 40-sample filter
     assert wet.offset == pytest.approx(3.0 / 343.0 * RATE + 40, abs=rooms.DIRECT_SEARCH)
     # nothing of the word is heard before its direct sound (the RIR is causal)
-    start, _ = strings.speech_bounds(dry)
+    start, _ = speech_bounds(dry, RATE)
     wet_onset = int(np.flatnonzero(np.abs(wet.samples) > 0.01 * np.abs(wet.samples).max())[0])
     dry_onset = int(np.flatnonzero(np.abs(dry) > 0.01 * np.abs(dry).max())[0])
     assert wet_onset >= dry_onset + wet.offset - 10
