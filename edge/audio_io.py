@@ -43,7 +43,8 @@ PIPE_WAIT_S = 5.0
 MIN_FILE_RATE = 1000
 MAX_FILE_RATE = 768_000
 # "No speech": shorter than the daemon's shortest word (its default min_segment_ms), or no 10 ms frame
-# louder than the quietest sound that starts a word in the daemon (vad_segmenter.ABS_ONSET_DBFS).
+# louder than SILENCE_DBFS, which is also the quietest sound that starts a word in the daemon
+# (vad_segmenter.ABS_ONSET_DBFS) or runs a streaming model (stream_pipeline.ABS_ACTIVE_DBFS).
 MIN_SPEECH_MS = 60
 SILENCE_DBFS = -65.0
 

@@ -42,6 +42,7 @@ from typing import Protocol
 
 import numpy as np
 
+from digitspot.edge.audio_io import SILENCE_DBFS
 from digitspot.edge.ctc_decoder import DigitHit, GreedyCtcDecoder
 from digitspot.edge.events import DigitEvent, ScoredDigit, utc_ms
 from digitspot.edge.sequences import (
@@ -61,7 +62,7 @@ __all__ = ["ActivityGate", "EventPublisher", "StreamEvent", "StreamPipeline", "S
 StreamEvent = DigitEvent | SequenceEvent
 
 # The activity gate (see ActivityGate). Levels are frame mean squares in dBFS (a full-scale sine is -3).
-ABS_ACTIVE_DBFS = -65.0  # nothing this quiet runs the model, whatever the floor (as the segmenter's onset)
+ABS_ACTIVE_DBFS = SILENCE_DBFS  # nothing this quiet runs the model, whatever the floor (as the segmenter's onset)
 FLOOR_MIN_DBFS = -90.0  # the floor never goes below this (digital silence)
 FLOOR_WINDOW_S = 2.0  # the floor is the quietest frame of this much recent audio
 FLOOR_BLOCK_S = 0.1  # ... kept as the minima of blocks this long

@@ -39,11 +39,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from digitspot.edge.audio_io import SILENCE_DBFS
 from digitspot.edge.classifier import Prediction
 
 log = logging.getLogger("digitspot.segmenter")
 
-ABS_ONSET_DBFS = -65.0  # nothing this quiet starts a word, whatever the floor
+ABS_ONSET_DBFS = SILENCE_DBFS  # nothing this quiet starts a word, whatever the floor
 FLOOR_MIN_DBFS = -90.0
 RELEASE_DB = 40.0  # frames this far below the segment's peak are quiet too (room reverberation)
 ONSET_MS = 20
